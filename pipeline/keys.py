@@ -1,0 +1,99 @@
+"""The Redis key schema (ARCHITECTURE.md §4): every key the processes share, in one place.
+
+All keys start with the configurable prefix (default ``obpipe:``) so a deployment can share a
+Redis. Nothing else in the code base spells a key by hand.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+WRITER_GROUP = "writers"
+"""The consumer group every writer reads the partition streams through."""
+
+GAP_GROUP = "gap-writers"
+"""The consumer group through which writers copy gap records to disk."""
+
+
+def partition_of(code: str, partitions: int) -> int:
+    """The partition stream of a ticker: a stable hash (CRC-32), the same in every process."""
+    return zlib.crc32(code.encode()) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix, for a deployment with ``partitions`` partition streams."""
+
+    prefix: str = "obpipe:"
+    partitions: int = 16
+
+    def stream(self, partition: int) -> str:
+        """Partition stream of decoded frames (books and trades), in arrival order."""
+        return f"{self.prefix}stream:{partition}"
+
+    def stream_for(self, code: str) -> str:
+        """The partition stream a ticker's frames go to."""
+        return self.stream(partition_of(code, self.partitions))
+
+    def streams(self) -> list[str]:
+        """All partition streams."""
+        return [self.stream(p) for p in range(self.partitions)]
+
+    @property
+    def desired_tickers(self) -> str:
+        """SET of ticker codes the deployment should capture (seeded from ``TICKERS``)."""
+        return f"{self.prefix}tickers"
+
+    def ticker(self, code: str) -> str:
+        """HASH of per-ticker live figures (frames, last update, best bid/offer...)."""
+        return f"{self.prefix}ticker:{code}"
+
+    @property
+    def ingestors(self) -> str:
+        """ZSET of live ingestor ids scored by last heartbeat (ms since epoch)."""
+        return f"{self.prefix}ingestors"
+
+    def ingestor(self, process_id: str) -> str:
+        """JSON status of one ingestor, with a TTL refreshed by its heartbeat."""
+        return f"{self.prefix}ingestor:{process_id}"
+
+    @property
+    def writers(self) -> str:
+        """ZSET of live writer ids scored by last heartbeat (ms since epoch)."""
+        return f"{self.prefix}writers"
+
+    def writer(self, process_id: str) -> str:
+        """JSON status of one writer, with a TTL refreshed by its heartbeat."""
+        return f"{self.prefix}writer:{process_id}"
+
+    def lease(self, partition: int) -> str:
+        """Ownership lease of a partition (value: owner id and fencing epoch; PX TTL)."""
+        return f"{self.prefix}lease:{partition}"
+
+    def epoch(self, partition: int) -> str:
+        """Monotonic fencing counter of a partition, incremented on every acquisition."""
+        return f"{self.prefix}epoch:{partition}"
+
+    def commit(self, partition: int) -> str:
+        """HASH: the last committed entry id of a partition and its files' committed sizes."""
+        return f"{self.prefix}commit:{partition}"
+
+    @property
+    def gaps(self) -> str:
+        """STREAM of gap records (start, end, cause, tickers, ingestor)."""
+        return f"{self.prefix}gaps"
+
+    @property
+    def deadletter(self) -> str:
+        """Capped STREAM of frames or entries that could not be decoded, with the error."""
+        return f"{self.prefix}deadletter"
+
+    @property
+    def counters(self) -> str:
+        """HASH of deployment-wide counters (dead letters, overflow, maxlen trims, ...)."""
+        return f"{self.prefix}counters"
+
+    def day_counts(self, day: str) -> str:
+        """HASH of rows written per file for a day (``orderbook/2026-03-02_BBCA.csv`` → rows)."""
+        return f"{self.prefix}day:{day}:rows"
