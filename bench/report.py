@@ -75,8 +75,9 @@ def merge(existing: str, sections: dict[str, str], command: str) -> str:
             f"with `{command}`._\n{end(name)}"
         )
         pattern = re.compile(re.escape(begin(name)) + r".*?" + re.escape(end(name)), re.S)
-        if pattern.search(body):
-            body = pattern.sub(lambda _m: block, body)
+        found = pattern.search(body)
+        if found:
+            body = body[: found.start()] + block + body[found.end() :]
         else:
             body = body.rstrip() + "\n\n" + block + "\n"
     return header + "\n" + body.lstrip()

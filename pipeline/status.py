@@ -9,8 +9,6 @@ The web app and this command only read these keys.
 from __future__ import annotations
 
 import json
-import sys
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
