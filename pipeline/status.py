@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -88,13 +88,13 @@ class WriterStatus:
 def read_live(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     """Collect the live ingestors and writers, and the desired tickers."""
     ingestors = []
-    for pid in sorted(client.zrange(keys.ingestors, 0, -1)):
-        raw = client.get(keys.ingestor(_text(pid)))
+    for pid in sorted(_members(client, keys.ingestors)):
+        raw = client.get(keys.ingestor(pid))
         if raw is not None:
             ingestors.append(IngestorStatus.from_json(_text(raw)))
     writers = []
-    for pid in sorted(client.zrange(keys.writers, 0, -1)):
-        raw = client.get(keys.writer(_text(pid)))
+    for pid in sorted(_members(client, keys.writers)):
+        raw = client.get(keys.writer(pid))
         if raw is not None:
             writers.append(WriterStatus.from_json(_text(raw)))
     desired = sorted(_text(t) for t in client.smembers(keys.desired_tickers))
@@ -103,3 +103,7 @@ def read_live(client: redis.Redis, keys: Keys) -> dict[str, Any]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _members(client: redis.Redis, key: str) -> list[str]:
+    return [_text(m) for m in cast(list[bytes | str], client.zrange(key, 0, -1))]
