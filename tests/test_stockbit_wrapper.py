@@ -1,0 +1,154 @@
+"""Server frames: worked examples of stockbit-protocol.md §3, round trips, malformed input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from stockbit import ProtocolError, wrapper
+from stockbit.book import parse_body
+from stockbit.messages import (
+    ErrorFrame,
+    LivePrice,
+    OrderBook,
+    Pong,
+    RunningTrade,
+    TradeBatch,
+    Unknown,
+)
+from stockbit.timestamps import WIB
+
+BODY = "#O|BBCA|BID|8200;123;4567800|8175;88;1203400|8150;301;9876500"
+BOOK_FRAME = (
+    bytes.fromhex("52 94 01 0a 04 42 42 43 41 12 3d")
+    + BODY.encode()
+    + bytes.fromhex("18 87 ad 4b 20 2a 2a 20")
+    + b"2026-03-02T10:15:30.123456+07:00"
+    + bytes.fromhex("40 01 4a 23")
+    + b"2026-03-02T10:15:30.118734201+07:00"
+)
+TRADE_FRAME = bytes.fromhex(
+    "42 58 0a 56"
+    "0a 0b 08 d2 81 94 cd 06 10 c0 a9 d3 3a"
+    "12 04 42 42 43 41"
+    "19 00 00 00 00 00 04 c0 40"
+    "21 00 00 00 00 00 6a e8 40"
+    "28 01"
+    "3a 0b 08 d2 81 94 cd 06 10 80 9c 9c 39"
+    "42 12 09 00 00 00 00 00 00 39 40 11 a7 79 c7 29 3a 92 d3 3f"
+    "48 d2 09"
+    "50 01"
+    "59 00 00 00 80 1a 70 b8 41"
+)
+ERROR_FRAME = bytes.fromhex("3a 1b 08 91 03 12 16") + b"you are not authorized"
+
+
+def test_worked_order_book_frame() -> None:
+    assert len(BOOK_FRAME) == 151
+    book = wrapper.decode(BOOK_FRAME)
+    assert isinstance(book, OrderBook)
+    assert (book.code, book.seq, book.book_id, book.board) == ("BBCA", 1234567, 42, 1)
+    assert book.body == BODY
+    assert book.time == datetime(2026, 3, 2, 10, 15, 30, 123456, tzinfo=WIB)
+    # nanoseconds are truncated to microseconds, never rounded up
+    assert book.itch_time == datetime(2026, 3, 2, 10, 15, 30, 118734, tzinfo=WIB)
+
+
+def test_book_units_are_price_orders_shares() -> None:
+    body = parse_body(BODY)
+    assert (body.code, body.side) == ("BBCA", "BID")
+    best = body.levels[0]
+    assert (best.price, best.orders, best.shares) == (8200, 123, 4567800)
+    assert best.lots == 45678
+    assert best.value == 8200 * 4567800
+
+
+def test_book_encode_is_byte_exact_with_original_strings() -> None:
+    book = wrapper.decode(BOOK_FRAME)
+    assert isinstance(book, OrderBook)
+    again = wrapper.encode_orderbook(
+        book, "2026-03-02T10:15:30.123456+07:00", "2026-03-02T10:15:30.118734201+07:00"
+    )
+    assert again == BOOK_FRAME
+
+
+def test_worked_trade_frame() -> None:
+    assert len(TRADE_FRAME) == 90
+    batch = wrapper.decode(TRADE_FRAME)
+    assert isinstance(batch, TradeBatch)
+    (trade,) = batch.trades
+    assert trade.code == "BBCA"
+    assert trade.time == datetime(2026, 3, 2, 3, 15, 30, 123000, tzinfo=UTC)
+    assert (trade.price, trade.shares, trade.action) == (8200.0, 50000.0, 1)
+    assert (trade.trade_number, trade.board, trade.value) == (1234, 1, 410_000_000.0)
+
+
+def test_trade_round_trip() -> None:
+    trade = RunningTrade(
+        datetime(2026, 3, 2, 3, 15, 30, 123000, tzinfo=UTC),
+        "TLKM",
+        3300.0,
+        1200.0,
+        2,
+        99,
+        3,
+        3960000.0,
+    )
+    decoded = wrapper.decode(wrapper.encode_trade_batch([trade, trade]))
+    assert decoded == TradeBatch((trade, trade))
+
+
+def test_error_and_pong() -> None:
+    assert len(ERROR_FRAME) == 29
+    assert wrapper.decode(ERROR_FRAME) == ErrorFrame(401, "you are not authorized")
+    assert wrapper.encode_error(401, "you are not authorized") == ERROR_FRAME
+    assert wrapper.PONG == bytes.fromhex("12 06 0a 04 70 6f 6e 67")
+    assert wrapper.decode(wrapper.PONG) == Pong("pong")
+    assert wrapper.encode_pong() == wrapper.PONG
+
+
+def test_liveprice_round_trip() -> None:
+    price = LivePrice(
+        code="BBCA", last=8200.0, shares=1e7, high=8250.0, low=8100.0, open=8150.0,
+        frequency=1234.0, previous=8125.0, value=8.2e10,
+        time=datetime(2026, 3, 2, 10, 15, 30, tzinfo=WIB),
+    )  # fmt: skip
+    assert wrapper.decode(wrapper.encode_liveprice(price)) == price
+
+
+def test_unknown_fields_are_skipped() -> None:
+    # Wrapper field 12 (intraday) is not decoded: reported as Unknown, not an error.
+    assert wrapper.decode(bytes.fromhex("62 02 0a 00")) == Unknown(12)
+    # An unknown sub-field (6, varint; 7, fixed32) inside an order book is passed over.
+    inner = BOOK_FRAME[3:] + bytes.fromhex("30 05 3d 01 02 03 04")
+    frame = bytes.fromhex("52") + bytes([0x80 | (len(inner) & 0x7F), len(inner) >> 7]) + inner
+    book = wrapper.decode(frame)
+    assert isinstance(book, OrderBook) and book.seq == 1234567
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        BOOK_FRAME[:-1],
+        BOOK_FRAME + b"\x00",
+        bytes.fromhex("52 03 0a 01 ff"),  # invalid UTF-8 code
+        bytes.fromhex("52 02 18 01"),  # no code/body
+        bytes.fromhex("52 06 0a 01 41 12 01 41 2a"),
+        bytes.fromhex("52 04 0a 01 41 0f"),  # wire type 7
+        bytes.fromhex("3a 02 08"),  # truncated varint in error
+        bytes.fromhex("42 03 0a 01 08"),
+        bytes.fromhex("52 ff ff ff ff ff ff ff ff ff ff 01"),
+    ],
+)
+def test_malformed_frames_raise_protocol_error(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        wrapper.decode(data)
+
+
+def test_bad_timestamp_in_book_is_protocol_error() -> None:
+    book = OrderBook("BBCA", BODY, 1, 1, None)
+    frame = wrapper.encode_orderbook(book, "yesterday at noon")
+    with pytest.raises(ProtocolError, match="ISO-8601"):
+        wrapper.decode(frame)
