@@ -1,0 +1,182 @@
+"""A finished day's manifest, computed from its CSV files (pure apart from reading them).
+
+For each file: rows, bytes, sha256 (of the uncompressed CSV text, so compressing later does
+not change it), first and last timestamp, and whether it parses. Per ticker: book snapshots,
+trades, traded volume (shares and lots), VWAP, high and low. Problems are listed, not hidden.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BOOK_HEADER = [
+    "timestamp",
+    "price",
+    "lots",
+    "total_value",
+    "side",
+    "level",
+    "orders",
+    "seq",
+    "received_at",
+]
+TRADE_HEADER = [
+    "timestamp",
+    "price",
+    "lots",
+    "total_value",
+    "side",
+    "trade_number",
+    "board",
+    "received_at",
+]
+KINDS = {"orderbook": BOOK_HEADER, "trades": TRADE_HEADER}
+
+
+@dataclass
+class FileFacts:
+    """What one day file holds."""
+
+    path: str
+    rows: int = 0
+    bytes: int = 0
+    sha256: str = ""
+    first_timestamp: str | None = None
+    last_timestamp: str | None = None
+    expected_rows: int | None = None
+    ok: bool = True
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TickerFacts:
+    """A ticker's day in figures."""
+
+    snapshots: int = 0
+    trades: int = 0
+    shares: int = 0
+    lots: float = 0.0
+    turnover: int = 0
+    vwap: float | None = None
+    high: int | None = None
+    low: int | None = None
+
+
+def day_files(data_dir: Path, day: str) -> list[tuple[str, Path]]:
+    """The day's CSV files (plain or gzipped) as (kind, path), sorted."""
+    found = []
+    for kind in KINDS:
+        folder = data_dir / kind
+        if folder.is_dir():
+            for path in sorted(folder.glob(f"{day}_*.csv*")):
+                if path.name.endswith((".csv", ".csv.gz")):
+                    found.append((kind, path))
+    return found
+
+
+def _read_text(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if path.name.endswith(".gz") else raw
+
+
+def ticker_of(path: Path) -> str:
+    """``2026-03-02_BBCA.csv[.gz]`` → ``BBCA``."""
+    return path.name.split("_", 1)[1].split(".", 1)[0]
+
+
+def inspect(kind: str, path: Path, relative: str, tickers: dict[str, TickerFacts]) -> FileFacts:
+    """Check one file parses with the right header and count what it holds."""
+    facts = FileFacts(path=relative, bytes=path.stat().st_size)
+    try:
+        content = _read_text(path)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        facts.ok = False
+        facts.problems.append(f"unreadable: {exc}")
+        return facts
+    facts.sha256 = hashlib.sha256(content).hexdigest()
+    ticker = tickers.setdefault(ticker_of(path), TickerFacts())
+    if content and not content.endswith(b"\n"):
+        facts.ok = False
+        facts.problems.append("last line is incomplete (no newline)")
+    try:
+        reader = csv.reader(io.StringIO(content.decode()))
+        header = next(reader, None)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        facts.ok = False
+        facts.problems.append(f"not CSV text: {exc}")
+        return facts
+    if header != KINDS[kind]:
+        facts.ok = False
+        facts.problems.append(f"unexpected header {header}")
+        return facts
+    width = len(KINDS[kind])
+    snapshots: set[tuple[str, str, str]] = set()
+    try:
+        for number, row in enumerate(reader, start=2):
+            if len(row) != width:
+                facts.ok = False
+                facts.problems.append(f"line {number}: {len(row)} fields, expected {width}")
+                continue
+            facts.rows += 1
+            stamp = row[0]
+            if facts.first_timestamp is None:
+                facts.first_timestamp = stamp
+            facts.last_timestamp = stamp
+            if kind == "orderbook":
+                snapshots.add((row[4], row[7], stamp))
+            else:
+                price, shares = round(float(row[1])), round(float(row[2]) * 100)
+                ticker.trades += 1
+                ticker.shares += shares
+                ticker.turnover += price * shares
+                ticker.high = price if ticker.high is None else max(ticker.high, price)
+                ticker.low = price if ticker.low is None else min(ticker.low, price)
+    except (csv.Error, ValueError) as exc:
+        facts.ok = False
+        facts.problems.append(f"unparseable row: {exc}")
+    if kind == "orderbook":
+        ticker.snapshots += len(snapshots)
+    return facts
+
+
+def build(
+    data_dir: Path, day: str, expected: dict[str, int], gaps: list[dict[str, str]]
+) -> dict[str, Any]:
+    """The manifest of ``day``: files, tickers, gaps, and every problem found.
+
+    ``expected`` maps relative paths (``orderbook/2026-03-02_BBCA.csv``) to the row counts the
+    writers committed; a file whose count differs is a problem.
+    """
+    tickers: dict[str, TickerFacts] = {}
+    files: list[FileFacts] = []
+    for kind, path in day_files(data_dir, day):
+        relative = f"{kind}/{path.name.removesuffix('.gz')}"
+        facts = inspect(kind, path, relative, tickers)
+        facts.expected_rows = expected.get(relative)
+        if facts.expected_rows is not None and facts.expected_rows != facts.rows:
+            facts.ok = False
+            facts.problems.append(
+                f"{facts.rows} rows on disk, the writers committed {facts.expected_rows}"
+            )
+        files.append(facts)
+    on_disk = {f.path for f in files}
+    missing = sorted(path for path in expected if path not in on_disk)
+    for ticker in tickers.values():
+        ticker.lots = ticker.shares / 100
+        ticker.vwap = round(ticker.turnover / ticker.shares, 4) if ticker.shares else None
+    problems = [f"{f.path}: {p}" for f in files for p in f.problems]
+    problems += [f"{path}: committed by the writers but missing on disk" for path in missing]
+    return {
+        "day": day,
+        "ok": not problems,
+        "problems": problems,
+        "files": [asdict(f) for f in files],
+        "tickers": {code: asdict(t) for code, t in sorted(tickers.items())},
+        "gaps": gaps,
+    }
