@@ -53,9 +53,10 @@ def _run(client: redis.Redis, data_dir: Path, **kwargs: object) -> dict[str, obj
     queue = Queue("obpipe", connection=client)
     job = queue.enqueue(finalize_day, DAY, str(data_dir), now=LATER, **kwargs)
     SimpleWorker([queue], connection=client).work(burst=True)
-    job.refresh()
+    job.refresh()  # type: ignore[no-untyped-call]
     assert job.is_finished, job.latest_result()
-    result: dict[str, object] = job.return_value()
+    result = job.return_value()
+    assert isinstance(result, dict)
     return result
 
 
