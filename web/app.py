@@ -1,0 +1,107 @@
+"""The Flask app factory: ``create_app(settings, redis_client=...)``.
+
+Everything the app needs is passed in (settings, an optional Redis client, an optional
+clock), so tests build it with fakeredis and a fixed time; ``python -m web`` builds it from
+the environment and serves it with waitress (:mod:`web.service`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import redis
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from pipeline.keys import Keys
+from pipeline.settings import Settings
+from web import api, pages
+from web.context import EXTENSION, WebContext
+from web.depth import DepthWatcher
+from web.metrics import RedisCollector, make_registry
+from web.security import ApiError, apply_headers
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+REDIS_TIMEOUT_S = 2.0
+"""A Redis that does not answer within this is reported down (503) rather than hanging
+the page's poll."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def redis_for(settings: Settings) -> redis.Redis:
+    """The Redis client the web app uses: decoded strings, short timeouts."""
+    return redis.Redis.from_url(
+        settings.redis_url.reveal(),
+        decode_responses=True,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        health_check_interval=15,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    redis_client: redis.Redis | None = None,
+    clock: Callable[[], datetime] | None = None,
+    background: bool = True,
+) -> Flask:
+    """Build the app. ``settings`` default to the environment; ``redis_client`` to one
+    built from ``settings.redis_url``; ``clock`` (aware datetimes) to the system clock.
+    ``background=False`` keeps the depth watcher from starting its thread (tests step it)."""
+    settings = settings if settings is not None else Settings.from_env()
+    client = redis_client if redis_client is not None else redis_for(settings)
+    now = clock or _utc_now
+    keys = Keys(settings.key_prefix, settings.partitions)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = WebContext(
+        settings=settings,
+        keys=keys,
+        client=client,
+        clock=now,
+        registry=make_registry(RedisCollector(client, keys, now)),
+        # Its thread starts with the first depth request, not here: most apps built (tests,
+        # one-off scripts) never show a depth.
+        watcher=DepthWatcher(client, keys, autostart=background),
+    )
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.after_request(apply_headers)
+    _register_errors(app)
+    return app
+
+
+def _register_errors(app: Flask) -> None:
+    """Every error is answered as JSON ``{"error": ..., "status": ...}``."""
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> tuple[Response, int, dict[str, str]]:
+        body = {"error": exc.message, "status": exc.status, **exc.extra}
+        return jsonify(body), exc.status, exc.headers
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        return jsonify({"error": exc.description or exc.name, "status": status}), status
+
+    @app.errorhandler(redis.RedisError)
+    def redis_down(exc: redis.RedisError) -> tuple[Response, int]:
+        # The exception text can name the server; the class is enough for the client.
+        log.warning("Redis unavailable: %s", type(exc).__name__)
+        body = {"error": "Redis is unavailable", "status": 503, "detail": type(exc).__name__}
+        return jsonify(body), 503
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error")
+        return jsonify({"error": "internal error", "status": 500}), 500

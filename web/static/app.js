@@ -1,0 +1,475 @@
+/* obpipe status page: polls /api/status and draws it. Plain JS, no build step.
+ *
+ * All text from the API goes into the DOM through textContent (never innerHTML), and styles
+ * are set through the CSSOM, so the page works under a CSP without 'unsafe-inline'.
+ * The admin token lives only in sessionStorage of this tab and is sent only as a Bearer
+ * header to /api/tickers.
+ */
+(function () {
+  "use strict";
+
+  var body = document.body;
+  var POLL_MS = Number(body.dataset.pollMs) || 1500;
+  var READ_ONLY = body.dataset.readOnly === "true";
+  var STALE_AFTER_MS = Math.max(4000, POLL_MS * 3);
+  var TOKEN_KEY = "obpipe.adminToken";
+  var SVG_NS = "http://www.w3.org/2000/svg";
+
+  var lastOkAt = 0; // Date.now() of the last good answer
+  var lastError = "";
+  var clockOffsetMs = 0; // server time - browser time
+  var depthCode = null;
+  var depthTimer = null;
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, opts, children) {
+    var node = document.createElement(tag);
+    opts = opts || {};
+    if (opts.cls) node.className = opts.cls;
+    if (opts.text !== undefined && opts.text !== null) node.textContent = String(opts.text);
+    if (opts.title) node.title = opts.title;
+    if (opts.data) Object.keys(opts.data).forEach(function (k) { node.dataset[k] = opts.data[k]; });
+    (children || []).forEach(function (c) { if (c) node.appendChild(c); });
+    return node;
+  }
+
+  function replace(parent, nodes) {
+    while (parent.firstChild) parent.removeChild(parent.firstChild);
+    nodes.forEach(function (n) { parent.appendChild(n); });
+  }
+
+  function emptyRow(cols, text) {
+    var td = el("td", { cls: "muted", text: text });
+    td.colSpan = cols;
+    return el("tr", {}, [td]);
+  }
+
+  /* ---------- formatting ---------- */
+
+  var intFmt = new Intl.NumberFormat("en-US");
+  function fmtInt(n) { return n === null || n === undefined ? "—" : intFmt.format(Math.round(n)); }
+  function fmtRate(n) {
+    if (n === null || n === undefined) return "—";
+    return n >= 100 ? intFmt.format(Math.round(n)) : n.toFixed(1);
+  }
+  function fmtDuration(s) {
+    if (s === null || s === undefined || isNaN(s)) return "—";
+    var neg = s < 0; s = Math.abs(Math.floor(s));
+    var d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60), sec = s % 60;
+    var out = d ? d + "d " + h + "h" : h ? h + "h " + m + "m" : m ? m + "m " + sec + "s" : sec + "s";
+    return neg ? "-" + out : out;
+  }
+  function fmtBytes(n) {
+    if (n === null || n === undefined) return "—";
+    var units = ["B", "KB", "MB", "GB"]; var i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return (i ? n.toFixed(1) : n) + " " + units[i];
+  }
+  var timeFmt = new Intl.DateTimeFormat("en-GB", {
+    timeZone: "Asia/Jakarta", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false
+  });
+  function fmtTime(iso) { return iso ? timeFmt.format(new Date(iso)) : "—"; }
+  var dayFmt = new Intl.DateTimeFormat("en-GB", {
+    timeZone: "Asia/Jakarta", weekday: "short", hour: "2-digit", minute: "2-digit", hour12: false
+  });
+  function fmtDayTime(iso) { return iso ? dayFmt.format(new Date(iso)) : "—"; }
+  /* [-1, 0, 1, 2, 5] -> "0–2, 5 + gaps" (-1 is the writers' pseudo-partition of the gap stream) */
+  function fmtPartitions(parts) {
+    var nums = parts.filter(function (p) { return p >= 0; }).sort(function (a, b) { return a - b; });
+    var out = [];
+    for (var i = 0; i < nums.length; i++) {
+      var start = nums[i];
+      while (i + 1 < nums.length && nums[i + 1] === nums[i] + 1) i++;
+      out.push(start === nums[i] ? String(start) : start + "–" + nums[i]);
+    }
+    return (out.join(", ") || "none") + (parts.indexOf(-1) >= 0 ? " + gaps" : "");
+  }
+  function serverNow() { return Date.now() + clockOffsetMs; }
+
+  /* ---------- ingestors ---------- */
+
+  var STATES = {
+    connected: ["Connected", "green"],
+    connecting: ["Connecting", "amber"],
+    reconnecting: ["Reconnecting", "amber"],
+    auth_failed: ["Auth failed", "red"],
+    stopped: ["Stopped", "gray"]
+  };
+
+  function ingestorCard(ing) {
+    var st = STATES[ing.state] || ["Disconnected", "gray"];
+    var badge = el("span", { cls: "badge " + st[1], text: st[0], data: { state: ing.state } });
+    badge.setAttribute("data-testid", "badge");
+    var head = el("div", { cls: "ing-head" }, [badge, el("strong", { text: ing.id })]);
+
+    var uptime = el("dd", { cls: "tick" });
+    if (ing.state === "connected" && ing.connected_since) {
+      uptime.dataset.since = ing.connected_since;
+    } else {
+      uptime.textContent = "—";
+    }
+    var expiry = el("dd", { cls: "tick" });
+    if (ing.token_expires_at) {
+      expiry.dataset.until = ing.token_expires_at;
+    } else {
+      expiry.textContent = "—";
+    }
+    var facts = el("dl", { cls: "facts" }, [
+      el("dt", { text: "Uptime" }), uptime,
+      el("dt", { text: "Token expires in" }), expiry,
+      el("dt", { text: "Frames" }), el("dd", { cls: "frames", text: fmtInt(ing.frames) }),
+      el("dt", { text: "Frames/s" }), el("dd", { text: fmtRate(ing.frames_per_s) }),
+      el("dt", { text: "Reconnects" }), el("dd", { text: fmtInt(ing.reconnects) }),
+      el("dt", { text: "Tickers" }), el("dd", { text: String(ing.tickers.length), title: ing.tickers.join(", ") }),
+      el("dt", { text: "Last frame" }), el("dd", { text: fmtTime(ing.last_frame_at) }),
+      el("dt", { text: "Buffered / overflow" }), el("dd", { text: fmtInt(ing.buffered) + " / " + fmtInt(ing.overflow) })
+    ]);
+    var children = [head, facts];
+    if (ing.state === "auth_failed") {
+      children.push(el("p", {
+        cls: "advice red",
+        text: "Stockbit refused the token (expired or revoked). Log in to Stockbit again and put the " +
+          "fresh access token in STOCKBIT_TOKEN_FILE — it is re-read before every reconnect — or " +
+          "restart the ingestor with a new STOCKBIT_TOKEN."
+      }));
+    }
+    if (ing.last_error && ing.state !== "connected") {
+      children.push(el("p", { cls: "muted small", text: "Last error: " + ing.last_error }));
+    }
+    return el("div", { cls: "ingestor", data: { id: ing.id } }, children);
+  }
+
+  function renderIngestors(list) {
+    var box = $("ingestors");
+    if (!list.length) {
+      var badge = el("span", { cls: "badge gray", text: "No ingestor running" });
+      badge.setAttribute("data-testid", "badge");
+      replace(box, [el("div", { cls: "ingestor" }, [badge])]);
+      return;
+    }
+    replace(box, list.map(ingestorCard));
+  }
+
+  /* ticks once a second between polls: uptime counters, countdowns, ages, stale banner */
+  function tick() {
+    var now = serverNow();
+    document.querySelectorAll("[data-since]").forEach(function (node) {
+      node.textContent = fmtDuration((now - Date.parse(node.dataset.since)) / 1000);
+    });
+    document.querySelectorAll("[data-until]").forEach(function (node) {
+      var left = (Date.parse(node.dataset.until) - now) / 1000;
+      node.textContent = left <= 0 ? "expired" : fmtDuration(left);
+      node.classList.toggle("red", left <= 3600);
+      node.classList.toggle("amber", left > 3600 && left <= 6 * 3600);
+    });
+    $("clock").textContent = lastOkAt ? fmtTime(new Date(now).toISOString()) + " WIB" : "—";
+    var stale = !lastOkAt || Date.now() - lastOkAt > STALE_AFTER_MS;
+    var banner = $("stale-banner");
+    if (stale && (lastOkAt || lastError)) {
+      var ago = lastOkAt ? "last good data " + fmtDuration((Date.now() - lastOkAt) / 1000) + " ago" : "no data yet";
+      $("stale-text").textContent = "the status API is not answering (" + (lastError || "no answer") + "); " + ago + ".";
+      banner.hidden = false;
+    } else {
+      banner.hidden = true;
+    }
+    body.classList.toggle("is-stale", stale);
+  }
+
+  /* ---------- sparkline ---------- */
+
+  function renderSparkline(tp) {
+    var svg = $("sparkline");
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    var pts = tp.history || [];
+    $("fps-now").textContent = fmtRate(tp.frames_per_s);
+    if (pts.length < 2) {
+      $("spark-max").textContent = "collecting…";
+      return;
+    }
+    var end = pts[pts.length - 1][0];
+    // A fresh web process has only a little history: spread it over the width rather than
+    // squeezing it into the right edge of the five-minute frame; the heading says the span.
+    var span = Math.min(tp.window_s, Math.max(10, end - pts[0][0]));
+    var start = end - span;
+    $("spark-span").textContent = span >= 120 ? "last " + Math.round(span / 60) + " min" : "last " + Math.round(span) + " s";
+    var max = 1;
+    pts.forEach(function (p) { if (p[1] > max) max = p[1]; });
+    var coords = pts.filter(function (p) { return p[0] >= start; }).map(function (p) {
+      var x = (p[0] - start) / span * 300;
+      var y = 58 - p[1] / max * 42; // the top stays clear for the "max" label
+      return x.toFixed(1) + "," + y.toFixed(1);
+    });
+    var area = document.createElementNS(SVG_NS, "polygon");
+    var first = coords[0].split(",")[0], last = coords[coords.length - 1].split(",")[0];
+    area.setAttribute("points", first + ",60 " + coords.join(" ") + " " + last + ",60");
+    area.setAttribute("class", "spark-area");
+    var line = document.createElementNS(SVG_NS, "polyline");
+    line.setAttribute("points", coords.join(" "));
+    line.setAttribute("class", "spark-line");
+    svg.appendChild(area);
+    svg.appendChild(line);
+    $("spark-max").textContent = "max " + fmtRate(max) + "/s";
+  }
+
+  /* ---------- tables ---------- */
+
+  function num(text, cls) { return el("td", { cls: "num" + (cls ? " " + cls : ""), text: text }); }
+
+  function renderTickers(tickers) {
+    var codes = Object.keys(tickers).sort();
+    $("ticker-count").textContent = codes.length ? "(" + codes.length + ")" : "";
+    if (!codes.length) { replace($("tickers"), [emptyRow(8, "No tickers: add some below.")]); return; }
+    replace($("tickers"), codes.map(function (code) {
+      var t = tickers[code];
+      var codeBtn = el("button", { cls: "link code", text: code, title: "show depth" });
+      codeBtn.type = "button";
+      codeBtn.dataset.depth = code;
+      var age = el("td", { cls: "age " + t.freshness });
+      age.textContent = t.age_s === null ? "never" : fmtDuration(t.age_s) + " ago";
+      age.title = t.last_update || "";
+      var spread = t.spread === null ? "—" : fmtInt(t.spread) + (t.spread_bps !== null ? " (" + t.spread_bps + " bp)" : "");
+      var act = el("td", { cls: "act" });
+      if (!READ_ONLY && t.desired) {
+        var rm = el("button", { cls: "link remove", text: "×", title: "remove " + code });
+        rm.type = "button";
+        rm.dataset.remove = code;
+        rm.setAttribute("aria-label", "remove " + code);
+        act.appendChild(rm);
+      }
+      var row = el("tr", { data: { code: code } }, [
+        el("td", {}, [codeBtn, t.desired ? null : el("span", { cls: "muted small", text: " leaving" })]),
+        num(fmtInt(t.frames), "frames opt"), num(fmtRate(t.frames_per_s)), age,
+        num(t.best_bid === null ? "—" : fmtInt(t.best_bid)),
+        num(t.best_offer === null ? "—" : fmtInt(t.best_offer)),
+        num(spread, "opt"), act
+      ]);
+      if (code === depthCode) row.classList.add("selected");
+      return row;
+    }));
+  }
+
+  function renderWriters(writers) {
+    if (!writers.length) { replace($("writers"), [emptyRow(6, "No writer running.")]); return; }
+    replace($("writers"), writers.map(function (w) {
+      return el("tr", {}, [
+        el("td", { text: w.id, title: w.last_error || "" }),
+        el("td", { cls: "wrap", text: fmtPartitions(w.partitions) }),
+        num(fmtInt(w.rows)), num(fmtRate(w.rows_per_s)), num(fmtInt(w.lag)),
+        num(w.lag_seconds === null ? "—" : w.lag_seconds.toFixed(1))
+      ]);
+    }));
+  }
+
+  function renderGaps(gaps) {
+    if (!gaps.length) { replace($("gaps"), [emptyRow(6, "No gaps today.")]); return; }
+    replace($("gaps"), gaps.map(function (g) {
+      return el("tr", {}, [
+        el("td", { text: fmtTime(g.start) }), el("td", { cls: "opt", text: fmtTime(g.end) }),
+        num(fmtDuration(g.duration_s)), el("td", { text: g.cause, title: g.detail || "" }),
+        el("td", { cls: "wrap", text: g.tickers.join(", ") || "all" }),
+        el("td", { cls: "opt", text: g.ingestor })
+      ]);
+    }));
+  }
+
+  function renderFiles(files, day) {
+    $("files-day").textContent = day;
+    if (!files.length) { replace($("files"), [emptyRow(3, "No rows written today.")]); return; }
+    replace($("files"), files.map(function (f) {
+      return el("tr", {}, [el("td", { text: f.name }), num(fmtInt(f.rows)), num(fmtBytes(f.bytes))]);
+    }));
+  }
+
+  function render(s) {
+    renderIngestors(s.ingestors);
+    renderSparkline(s.throughput);
+    renderTickers(s.tickers);
+    renderWriters(s.writers);
+    renderGaps(s.gaps);
+    renderFiles(s.files, s.day);
+    $("rows-now").textContent = fmtRate(s.throughput.rows_per_s);
+    $("backlog").textContent = fmtInt(s.streams.backlog);
+    $("retained").textContent = fmtInt(s.streams.length);
+    $("dead-letters").textContent = fmtInt(s.dead_letters);
+    $("dead-letters").classList.toggle("red", s.dead_letters > 0);
+    $("gaps-count").textContent = fmtInt(s.gaps_today);
+    var m = s.market;
+    var market = $("market");
+    market.textContent = m.open
+      ? "IDX open · " + m.session + " until " + fmtDayTime(m.next_change_at).split(" ").pop()
+      : "IDX closed · opens " + fmtDayTime(m.next_change_at);
+    market.className = "pill " + (m.open ? "green" : "gray");
+  }
+
+  /* ---------- polling ---------- */
+
+  function poll() {
+    fetch("/api/status", { cache: "no-store", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (data) {
+          if (!r.ok) throw new Error(data.error || "HTTP " + r.status);
+          return data;
+        });
+      })
+      .then(function (data) {
+        lastOkAt = Date.now();
+        lastError = "";
+        clockOffsetMs = Date.parse(data.now) - Date.now();
+        render(data);
+        $("last-poll").textContent = "updated " + fmtTime(data.now);
+      })
+      .catch(function (err) { lastError = err && err.message ? err.message : String(err); })
+      .then(function () { tick(); setTimeout(poll, POLL_MS); });
+  }
+
+  /* ---------- depth ladder ---------- */
+
+  function ladderSide(side, name, max) {
+    var rows = [];
+    var levels = side ? side.levels : [];
+    for (var i = 0; i < 10; i++) {
+      var lv = levels[i];
+      var bar = el("div", { cls: "bar " + name });
+      var row;
+      if (lv) {
+        bar.style.width = (max ? lv.lots / max * 100 : 0).toFixed(1) + "%";
+        row = el("div", { cls: "lvl " + name }, [
+          el("div", { cls: "bar-track" }, [bar]),
+          el("span", { cls: "price", text: fmtInt(lv.price) }),
+          el("span", { cls: "lots", text: fmtInt(lv.lots) }),
+          el("span", { cls: "orders muted", text: fmtInt(lv.orders) + " ord" })
+        ]);
+      } else {
+        row = el("div", { cls: "lvl empty " + name }, [el("span", { cls: "muted", text: "·" })]);
+      }
+      rows.push(row);
+    }
+    return rows;
+  }
+
+  function renderDepth(d) {
+    var max = 0;
+    [d.bid, d.offer].forEach(function (side) {
+      (side ? side.levels : []).forEach(function (lv) { if (lv.lots > max) max = lv.lots; });
+    });
+    var bidCol = el("div", { cls: "side bid" }, [el("h3", { text: "Bid" })].concat(ladderSide(d.bid, "bid", max)));
+    var offCol = el("div", { cls: "side offer" }, [el("h3", { text: "Offer" })].concat(ladderSide(d.offer, "offer", max)));
+    var nodes = [bidCol, offCol];
+    if (!d.bid && !d.offer) {
+      nodes = [el("p", { cls: "muted", text: "No recent book of " + d.code + " in its stream yet (it may be quiet, or already written and trimmed)." })];
+    }
+    replace($("depth"), nodes);
+    var when = d.bid && d.offer ? (d.bid.time > d.offer.time ? d.bid.time : d.offer.time) : (d.bid || d.offer || {}).time;
+    $("depth-meta").textContent = when ? "as of " + fmtTime(when) + " · lots per level" : "";
+  }
+
+  function loadDepth() {
+    if (!depthCode) return;
+    var code = depthCode;
+    fetch("/api/depth/" + encodeURIComponent(code), { cache: "no-store" })
+      .then(function (r) { return r.json().then(function (d) { if (!r.ok) throw new Error(d.error); return d; }); })
+      .then(function (d) { if (code === depthCode) renderDepth(d); })
+      .catch(function (err) { if (code === depthCode) replace($("depth"), [el("p", { cls: "muted", text: err.message })]); })
+      .then(function () {
+        if (code === depthCode) depthTimer = setTimeout(loadDepth, POLL_MS);
+      });
+  }
+
+  function openDepth(code) {
+    depthCode = code;
+    clearTimeout(depthTimer);
+    $("depth-code").textContent = code;
+    $("depth-meta").textContent = "";
+    replace($("depth"), [el("p", { cls: "muted", text: "loading…" })]);
+    $("depth-card").hidden = false;
+    document.querySelectorAll("#tickers tr").forEach(function (tr) {
+      tr.classList.toggle("selected", tr.dataset.code === code);
+    });
+    loadDepth();
+  }
+
+  function closeDepth() {
+    depthCode = null;
+    clearTimeout(depthTimer);
+    $("depth-card").hidden = true;
+  }
+
+  /* ---------- control ---------- */
+
+  function token() { try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; } }
+  function setToken(value) {
+    try {
+      if (value) sessionStorage.setItem(TOKEN_KEY, value); else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* storage disabled: the token is then asked for again */ }
+    showTokenState();
+  }
+  function showTokenState() {
+    var has = !!token();
+    $("token-form").hidden = has;
+    $("token-saved").hidden = !has;
+  }
+  function say(text, kind) {
+    var msg = $("control-msg");
+    msg.textContent = text;
+    msg.className = "msg " + (kind || "");
+  }
+
+  function changeTickers(payload) {
+    if (!token()) {
+      say("Enter the admin token first (WEB_ADMIN_TOKEN of the web process).", "red");
+      $("token-input").focus();
+      return Promise.resolve(false);
+    }
+    return fetch("/api/tickers", {
+      method: "POST",
+      cache: "no-store",
+      headers: { "Content-Type": "application/json", Authorization: "Bearer " + token() },
+      body: JSON.stringify(payload)
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (d) {
+        if (r.status === 401) {
+          setToken("");
+          say("Admin token refused: " + (d.error || "unauthorized") + ". Enter it again.", "red");
+          return false;
+        }
+        if (!r.ok) { say(d.error || "HTTP " + r.status, "red"); return false; }
+        say(d.message || "done", "green");
+        return true;
+      });
+    }).catch(function (err) { say("Could not reach the server: " + err.message, "red"); return false; });
+  }
+
+  function setupControl() {
+    if (READ_ONLY) { $("control-readonly").hidden = false; return; }
+    $("control").hidden = false;
+    showTokenState();
+    $("token-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var value = $("token-input").value.trim();
+      $("token-input").value = "";
+      if (!value) { say("The token is empty.", "red"); return; }
+      setToken(value);
+      say("Token kept for this tab; it is checked on the first change.", "");
+    });
+    $("token-forget").addEventListener("click", function () { setToken(""); say("Token forgotten.", ""); });
+    $("add-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var codes = $("add-input").value.split(/[\s,]+/).filter(Boolean);
+      if (!codes.length) { say("Type one or more ticker codes, e.g. BBCA, TLKM.", "red"); return; }
+      changeTickers({ add: codes }).then(function (ok) { if (ok) $("add-input").value = ""; });
+    });
+  }
+
+  document.addEventListener("click", function (ev) {
+    var target = ev.target;
+    if (!(target instanceof HTMLElement)) return;
+    if (target.dataset.depth) { openDepth(target.dataset.depth); return; }
+    if (target.dataset.remove) { changeTickers({ remove: [target.dataset.remove] }); return; }
+    if (target.id === "depth-close") closeDepth();
+  });
+
+  setupControl();
+  setInterval(tick, 1000);
+  poll();
+})();
