@@ -9,7 +9,9 @@ The web app and this command only read these keys.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
@@ -107,3 +109,91 @@ def _text(value: bytes | str) -> str:
 
 def _members(client: redis.Redis, key: str) -> list[str]:
     return [_text(m) for m in cast(list[bytes | str], client.zrange(key, 0, -1))]
+
+
+# ---- `obpipe status` -----------------------------------------------------------------------
+
+
+def _age(iso: str | None, now: datetime) -> str:
+    if not iso:
+        return "-"
+    try:
+        seconds = (now - datetime.fromisoformat(iso)).total_seconds()
+    except ValueError:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def render(client: redis.Redis, keys: Keys, gaps: int = 10, now: datetime | None = None) -> str:
+    """The terminal report of ``obpipe status``: processes, tickers, gaps, dead letters."""
+    now = now or datetime.now(UTC)
+    live = read_live(client, keys)
+    lines = [f"ingestors ({len(live['ingestors'])}):"]
+    for ing in live["ingestors"]:
+        lines.append(
+            f"  {ing.id}  {ing.state:<12} up {_age(ing.connected_since, now):>5}  "
+            f"frames {ing.frames:,}  reconnects {ing.reconnects}  "
+            f"last frame {_age(ing.last_frame_at, now)} ago  buffered {ing.buffered:,}  "
+            f"overflow {ing.overflow:,}  bad {ing.bad_frames:,}"
+        )
+        lines.append(f"      tickers ({len(ing.tickers)}): {','.join(ing.tickers) or '-'}")
+        if ing.token_expires_at:
+            lines.append(f"      token expires {ing.token_expires_at}")
+        if ing.last_error:
+            lines.append(f"      last error: {ing.last_error}")
+    lines.append(f"writers ({len(live['writers'])}):")
+    for wr in live["writers"]:
+        lines.append(
+            f"  {wr.id}  {wr.state:<10} partitions {','.join(map(str, wr.partitions)) or '-'}  "
+            f"rows {wr.rows:,}  lag {wr.lag_entries:,} ({wr.lag_seconds:.1f}s)"
+            + (f"  last error: {wr.last_error}" if wr.last_error else "")
+        )
+    lines.append(f"desired tickers ({len(live['tickers'])}): {','.join(live['tickers']) or '-'}")
+    counters = {
+        _text(k): _text(v)
+        for k, v in cast(dict[bytes, bytes], client.hgetall(keys.counters)).items()
+    }
+    if counters:
+        lines.append("counters: " + "  ".join(f"{k}={v}" for k, v in sorted(counters.items())))
+    recent = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrevrange(keys.gaps, count=gaps))
+    lines.append(f"recent gaps ({len(recent)} shown, {client.xlen(keys.gaps)} in all):")
+    for _, fields in recent:
+        gap = {_text(k): _text(v) for k, v in fields.items()}
+        lines.append(
+            f"  {gap.get('start', '?')} → {gap.get('end', '?')}  {gap.get('cause', '?'):<13} "
+            f"{gap.get('ingestor', '?')}  tickers {gap.get('tickers') or '-'}"
+            + (f"  ({gap['detail']})" if gap.get("detail") else "")
+        )
+    dead = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrevrange(keys.deadletter, count=3))
+    lines.append(f"dead letters: {client.xlen(keys.deadletter)}")
+    for _, fields in dead:
+        item = {_text(k): _text(v) for k, v in fields.items()}
+        lines.append(f"  {item.get('at', '?')}  {item.get('size', '?')} bytes: {item.get('error')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``obpipe status``: print the live state from Redis."""
+    import argparse  # noqa: PLC0415
+
+    from pipeline.startup import boot  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="obpipe status", description="Print the pipeline's live state from Redis."
+    )
+    parser.add_argument("--gaps", type=int, default=10, help="recent gaps to show (10)")
+    args = parser.parse_args(argv)
+    settings = boot("status")
+    client = redis.Redis.from_url(settings.redis_url.reveal(), socket_timeout=5)
+    try:
+        print(render(client, Keys(settings.key_prefix, settings.partitions), args.gaps))
+    except redis.RedisError as exc:
+        print(f"status: cannot read Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0

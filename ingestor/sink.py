@@ -1,0 +1,420 @@
+"""The way into Redis: a bounded buffer drained by one flusher task, batches pipelined.
+
+The session appends packed :class:`~ingestor.entries.Entry` values (cheap, never awaits). The
+flusher takes up to ``batch_max`` of them at a time and writes them as one burst of
+``XADD stream MAXLEN ~ stream_maxlen * ...`` commands, followed by the batch's per-ticker HASH
+updates (``frames``, ``trades``, ``last_update``, best bid/offer and lots: once per ticker per
+batch, not per frame), on a :class:`~ingestor.resp.RespConnection` that skips the replies
+instead of parsing them. Up to ``WINDOW`` batches are in flight at once, so Redis executes one
+batch while the next is being sent.
+
+Hitting ``MAXLEN`` is never silent: every couple of seconds the flusher compares ``XLEN`` of
+the streams it wrote with the cap and counts entries appended while a stream was at its cap
+(``maxlen_trims`` in the counters HASH, with a warning in the log).
+
+When Redis is unreachable the batches in flight go back to the head of the buffer and are
+retried with backoff while new entries queue behind them (``ingest_buffer_max`` entries in
+all); past that, frames are dropped, counted (``overflow``) and reported as one ``overflow``
+gap per episode. Gap records, dead letters and counter increments queue separately and are
+written ahead of the next batch. A batch whose replies were lost may be written twice after a
+retry; the writer drops duplicates on (code, side, seq, exchange time), so a retry can
+duplicate but never lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ingestor.entries import BID, TRADE, Entry, bulk
+from ingestor.gaps import Overflow
+from ingestor.resp import RespConnection, RespError
+from pipeline.keys import Keys
+from pipeline.records import GapRecord
+from stockbit.timestamps import wib_iso
+
+log = logging.getLogger(__name__)
+
+DEADLETTER_MAXLEN = 10_000
+GAPS_MAXLEN = 100_000
+RAW_KEEP = 2048
+"""Bytes of a bad frame kept (base64) in its dead letter."""
+WINDOW = 3
+"""Batches sent before the first one's replies must be read."""
+CAP_CHECK_S = 2.0
+"""How often stream lengths are compared with the cap."""
+
+
+def _now() -> str:
+    return wib_iso(datetime.now(UTC))
+
+
+def _best(levels: bytes) -> tuple[bytes, bytes]:
+    """(price, lots) of the first level of a side, or empty strings for an empty side."""
+    bar = levels.find(b"|")
+    first = levels if bar < 0 else levels[:bar]
+    parts = first.split(b";")
+    if len(parts) != 3 or not parts[2].isdigit():
+        return b"", b""
+    shares = int(parts[2])
+    lots = b"%d" % (shares // 100) if shares % 100 == 0 else repr(shares / 100).encode()
+    return parts[0], lots
+
+
+class _Figures:
+    """One ticker's share of a batch."""
+
+    __slots__ = ("bid", "frames", "offer", "received", "trades")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.trades = 0
+        self.received = b""
+        self.bid: bytes | None = None
+        self.offer: bytes | None = None
+
+
+def ticker_section(keys: Keys, batch: list[Entry]) -> tuple[bytes, int, dict[str, int]]:
+    """The per-ticker HASH updates of ``batch``: (RESP commands, their count, entries per code).
+
+    Per ticker: frames (book sides) and trades (prints) added, ``last_update`` (receive time
+    of its last entry) and the best bid/offer price and lots from its last snapshot per side.
+    """
+    stats: dict[str, _Figures] = {}
+    for entry in batch:
+        row = stats.get(entry.code)
+        if row is None:
+            row = stats[entry.code] = _Figures()
+        kind = entry.kind
+        if kind == TRADE:
+            row.trades += 1
+        else:
+            row.frames += 1
+            if kind == BID:
+                row.bid = entry.levels
+            else:
+                row.offer = entry.levels
+        row.received = entry.received
+    parts: list[bytes] = []
+    count = 0
+    for code, row in stats.items():
+        key = bulk(keys.ticker(code).encode())
+        if row.frames:
+            parts.append(
+                b"*4\r\n$7\r\nHINCRBY\r\n%s$6\r\nframes\r\n%s" % (key, bulk(b"%d" % row.frames))
+            )
+            count += 1
+        if row.trades:
+            parts.append(
+                b"*4\r\n$7\r\nHINCRBY\r\n%s$6\r\ntrades\r\n%s" % (key, bulk(b"%d" % row.trades))
+            )
+            count += 1
+        values = [b"last_update", row.received]
+        if row.bid is not None:
+            price, lots = _best(row.bid)
+            values += [b"best_bid", price, b"best_bid_lots", lots]
+        if row.offer is not None:
+            price, lots = _best(row.offer)
+            values += [b"best_offer", price, b"best_offer_lots", lots]
+        parts.append(b"*%d\r\n$4\r\nHSET\r\n%s" % (2 + len(values), key))
+        parts.extend(bulk(v) for v in values)
+        count += 1
+    return b"".join(parts), count, {code: row.frames + row.trades for code, row in stats.items()}
+
+
+class Sink:
+    """Bounded buffer + pipelined writer of entries, gaps, dead letters and counters."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        source: str,
+        *,
+        redis_url: str,
+        buffer_max: int,
+        stream_maxlen: int,
+        batch_max: int = 2000,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.source = source
+        self.redis_url = redis_url
+        self.buffer_max = buffer_max
+        self.stream_maxlen = stream_maxlen
+        self.batch_max = batch_max
+        self.buffer: deque[Entry] = deque()
+        self.inflight: deque[tuple[list[Entry], int]] = deque()
+        self._inflight_entries = 0
+        self.written = 0
+        self.dropped = 0
+        self.trims = 0
+        self.redis_ok = True
+        self.last_error: str | None = None
+        self.overflow = Overflow(source)
+        self._overflowing = False
+        self._conn: RespConnection | None = None
+        self._gaps: deque[GapRecord] = deque()
+        self._dead: deque[tuple[str, bytes, str]] = deque()
+        self._counts: Counter[str] = Counter()
+        self._appended: Counter[str] = Counter()
+        self._lengths: dict[str, int] = {}
+        self._next_cap_check = time.monotonic() + CAP_CHECK_S
+        self._wake = asyncio.Event()
+        self._idle = False
+        self._stopping = False
+        self._give_up = False
+
+    # ---- producers (never await) -----------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Entries not yet acknowledged by Redis."""
+        return len(self.buffer) + self._inflight_entries
+
+    def add(self, entry: Entry) -> None:
+        """Queue one entry; drop it (counted, as a gap) if the buffer is full."""
+        buffer = self.buffer
+        if len(buffer) + self._inflight_entries >= self.buffer_max:
+            self._drop(entry)
+            return
+        buffer.append(entry)
+        if self._overflowing and len(buffer) <= self.buffer_max // 2:
+            self._end_overflow()
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+
+    def _drop(self, entry: Entry) -> None:
+        if not self._overflowing:
+            self._overflowing = True
+            log.error(
+                "Redis buffer full (%d entries): dropping frames until it drains",
+                self.buffer_max,
+            )
+        self.dropped += 1
+        self._counts["overflow"] += 1
+        self.overflow.drop(entry.code, entry.received.decode())
+
+    def _end_overflow(self) -> None:
+        self._overflowing = False
+        record = self.overflow.end()
+        if record is not None:
+            log.warning("buffer has room again: %s", record.detail)
+            self.gap(record)
+
+    def gap(self, record: GapRecord) -> None:
+        """Queue a gap record for the gaps stream (never dropped)."""
+        self._gaps.append(record)
+        self._counts["gaps"] += 1
+        self._kick()
+
+    def dead_letter(self, error: str, raw: bytes) -> None:
+        """Keep a frame that could not be decoded, with the error (bounded while Redis is down)."""
+        self._counts["bad_frames"] += 1
+        if len(self._dead) < 1000:
+            self._dead.append((error, raw, _now()))
+        else:
+            self._counts["deadletters_lost"] += 1
+        self._kick()
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to a deployment-wide counter (the counters HASH), written with the next batch."""
+        self._counts[name] += amount
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+
+    # ---- the flusher -----------------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        return bool(self.inflight or self.buffer or self._gaps or self._dead or self._counts)
+
+    async def run(self) -> None:
+        """Drain the queues into Redis until :meth:`close`; survives any Redis outage."""
+        delay = 0.05
+        while True:
+            if not self._has_work():
+                if self._stopping:
+                    return
+                self._wake.clear()
+                self._idle = True
+                with contextlib.suppress(TimeoutError):
+                    # Wake now and then anyway, for the cap check.
+                    await asyncio.wait_for(self._wake.wait(), CAP_CHECK_S)
+                self._idle = False
+                if self._appended and time.monotonic() >= self._next_cap_check:
+                    await self._guarded(self._check_caps())
+                continue
+            if await self._guarded(self._flush()):
+                delay = 0.05
+            else:
+                if self._stopping and self._give_up:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    async def _guarded(self, step: Awaitable[None]) -> bool:
+        """Run one flusher step; on a Redis failure requeue what was in flight and say so."""
+        try:
+            await step
+        except (RedisError, OSError, RespError, TimeoutError, ValueError) as exc:
+            self._requeue()
+            if self.redis_ok:
+                log.warning("Redis unreachable or failing, buffering: %s", exc)
+            self.redis_ok = False
+            self.last_error = f"redis: {exc}"[:300]
+            return False
+        if not self.redis_ok:
+            log.warning("Redis reachable again; %d entries still buffered", self.buffered)
+            self.redis_ok = True
+            self.last_error = None
+        return True
+
+    def _requeue(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        while self.inflight:
+            batch, _ = self.inflight.pop()
+            self.buffer.extendleft(reversed(batch))
+        self._inflight_entries = 0
+
+    async def _flush(self) -> None:
+        if self._gaps or self._dead or self._counts:
+            await self._write_side()
+        if self.buffer or self.inflight:
+            await self._pump()
+        if time.monotonic() >= self._next_cap_check and self._appended:
+            await self._check_caps()
+
+    async def _pump(self) -> None:
+        """Send batches (up to ``WINDOW`` in flight) and collect replies until all is written."""
+        if self._conn is None:
+            self._conn = await RespConnection.open(self.redis_url)
+        conn = self._conn
+        buffer = self.buffer
+        inflight = self.inflight
+        while buffer or inflight:
+            while buffer and len(inflight) < WINDOW:
+                take = min(len(buffer), self.batch_max)
+                popleft = buffer.popleft
+                batch = [popleft() for _ in range(take)]
+                tickers, updates, per_code = ticker_section(self.keys, batch)
+                conn.write(b"".join([e.command for e in batch]) + tickers)
+                inflight.append((batch, len(batch) + updates))
+                self._inflight_entries += take
+                self._appended.update(per_code)
+                await conn.drain()
+            if self._overflowing and len(buffer) <= self.buffer_max // 2:
+                self._end_overflow()
+            batch, replies = inflight[0]
+            errors = await conn.skip(replies)
+            if errors:
+                raise RespError(f"{len(errors)} command(s) refused: {errors[0]}")
+            inflight.popleft()
+            self._inflight_entries -= len(batch)
+            self.written += len(batch)
+            if time.monotonic() >= self._next_cap_check:
+                return  # let the cap check and the side queues have a turn
+
+    async def _check_caps(self) -> None:
+        """Count entries appended to streams sitting at their MAXLEN cap (trimmed unread)."""
+        self._next_cap_check = time.monotonic() + CAP_CHECK_S
+        by_stream: Counter[str] = Counter()
+        for code, appended in self._appended.items():
+            by_stream[self.keys.stream_for(code)] += appended
+        self._appended.clear()
+        streams = list(by_stream)
+        pipe = self.client.pipeline(transaction=False)
+        for stream in streams:
+            pipe.xlen(stream)
+        lengths = await pipe.execute()
+        trimmed = 0
+        for stream, length in zip(streams, lengths, strict=True):
+            appended = by_stream[stream]
+            if length >= self.stream_maxlen:
+                before = self._lengths.get(stream, 0)
+                trimmed += max(0, min(appended, before + appended - int(length)))
+            self._lengths[stream] = int(length)
+        if trimmed:
+            self.trims += trimmed
+            self._counts["maxlen_trims"] += trimmed
+            log.warning(
+                "stream cap STREAM_MAXLEN=%d reached: about %d unread entries trimmed "
+                "(%d so far); are the writers keeping up?",
+                self.stream_maxlen,
+                trimmed,
+                self.trims,
+            )
+
+    async def _write_side(self) -> None:
+        gaps = list(self._gaps)
+        dead = list(self._dead)
+        counts = dict(self._counts)
+        pipe = self.client.pipeline(transaction=False)
+        for record in gaps:
+            pipe.xadd(self.keys.gaps, record.fields(), maxlen=GAPS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        for error, raw, at in dead:
+            fields = {
+                "error": error[:500],
+                "raw": base64.b64encode(raw[:RAW_KEEP]).decode(),
+                "size": str(len(raw)),
+                "at": at,
+                "ingestor": self.source,
+            }
+            pipe.xadd(self.keys.deadletter, fields, maxlen=DEADLETTER_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        for name, amount in counts.items():
+            pipe.hincrby(self.keys.counters, name, amount)
+        await pipe.execute()
+        for _ in gaps:
+            self._gaps.popleft()
+        for _ in dead:
+            self._dead.popleft()
+        for name, amount in counts.items():
+            self._counts[name] -= amount
+            if self._counts[name] <= 0:
+                del self._counts[name]
+
+    # ---- shutdown --------------------------------------------------------------------------
+
+    async def close(self, run_task: asyncio.Task[None], timeout: float) -> bool:
+        """Flush everything queued (up to ``timeout`` s) and stop the flusher.
+
+        Returns True when everything reached Redis; False when Redis stayed unreachable and
+        entries were left behind (they are logged as lost).
+        """
+        if self._overflowing:
+            self._end_overflow()
+        self._stopping = True
+        self._kick()
+        try:
+            await asyncio.wait_for(asyncio.shield(run_task), timeout)
+        except TimeoutError:
+            self._give_up = True
+            run_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run_task
+            log.error(
+                "shutdown: Redis unreachable, %d entries and %d gap record(s) not written",
+                self.buffered,
+                len(self._gaps),
+            )
+            return False
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        return not self._has_work()

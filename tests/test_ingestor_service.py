@@ -1,0 +1,434 @@
+"""The ingestor as a real process against the simulator and a real redis-server.
+
+Each test starts ``python -m ingestor`` subprocesses with environment variables, drives the
+simulator's fault options, and checks what reached Redis against the simulator's journal (the
+ground truth of every frame it sent). Conditions are polled with deadlines, not slept on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from pipeline import status as status_command
+from pipeline import tickers_command
+from pipeline.embedded_redis import EmbeddedRedis
+from pipeline.keys import Keys
+from pipeline.membership import assign
+from simulator.harness import SimulatorProcess
+from stockbit.book import split_header
+from stockbit.timestamps import parse_iso, wib_iso
+
+pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(180)]
+
+KEYS = Keys()
+KEY_SHAPE = re.compile(r"[A-Za-z0-9+/]{43}=")
+"""A Stockbit/simulator WS key: base64 of 32 bytes."""
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.05)
+
+
+class Ingestor:
+    """One ``python -m ingestor`` subprocess."""
+
+    def __init__(  # noqa: PLR0917  (test helper mirroring the environment it sets)
+        self,
+        workdir: Path,
+        name: str,
+        redis_url: str,
+        sim: SimulatorProcess,
+        token_file: Path,
+        tickers: str,
+        *,
+        env: dict[str, str],
+    ) -> None:
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        environment = {
+            k: v for k, v in os.environ.items() if not k.startswith(("STOCKBIT_", "OBPIPE_"))
+        }
+        environment.update(
+            REDIS_URL=redis_url,
+            STOCKBIT_WS_URL=sim.ws_url,
+            STOCKBIT_API_URL=sim.api_url,
+            STOCKBIT_TOKEN_FILE=str(token_file),
+            TICKERS=tickers,
+            OBPIPE_ID=name,
+            HEARTBEAT_S="0.2",
+            STATUS_TTL_S="5",
+            PING_INTERVAL_S="0.5",
+            DEAD_AFTER_S="5",
+            LOG_LEVEL="DEBUG",
+        )
+        environment.update(env)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ingestor"],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def status(self, client: Any) -> dict[str, Any]:
+        raw = client.get(KEYS.ingestor(self.name))
+        return json.loads(raw) if raw else {}
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no flush."""
+        self.process.kill()
+        self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[Any]:
+    """A bytes client on the flushed session server."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """The CLI commands configure the root logger; give pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Any]]:
+    """Processes to stop at the end of a test, whatever happens."""
+    started: list[Any] = []
+    yield started
+    for proc in reversed(started):
+        if isinstance(proc, Ingestor):
+            if proc.process.poll() is None:
+                proc.kill()
+        else:
+            proc.stop()
+
+
+def start_sim(tmp_path: Path, procs: list[Any], *args: str) -> SimulatorProcess:
+    sim = SimulatorProcess.start(tmp_path / "sim", *args)
+    procs.append(sim)
+    return sim
+
+
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "token"
+    path.write_text(SimulatorProcess.token() + "\n")
+    return path
+
+
+def start(procs: list[Any], *args: Any, **env: str) -> Ingestor:
+    ingestor = Ingestor(*args, env=env)
+    procs.append(ingestor)
+    return ingestor
+
+
+def frames(client: Any, code: str) -> int:
+    return int(client.hget(KEYS.ticker(code), "frames") or 0)
+
+
+def stream_books(client: Any) -> dict[tuple[str, str], list[dict[str, str]]]:
+    """Every book entry in Redis, per (code, side), in stream order."""
+    books: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for stream in KEYS.streams():
+        for _, fields in client.xrange(stream):
+            entry = {k.decode(): v.decode() for k, v in fields.items()}
+            if entry["k"] == "b":
+                books[(entry["c"], entry["s"])].append(entry)
+    return books
+
+
+def journal_books(sim: SimulatorProcess) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """Every book frame the simulator sent, per (code, side) and seq (any connection)."""
+    sent: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for line in sim.journal():
+        if line["kind"] == "book":
+            sent[(line["code"], line["side"][0])][line["seq"]] = line
+    return sent
+
+
+def assert_nothing_missing(client: Any, sim: SimulatorProcess) -> int:
+    """Every sent book frame up to the last one stored is in Redis, decoded right; returns count."""
+    stored = stream_books(client)
+    sent = journal_books(sim)
+    checked = 0
+    assert stored, "nothing reached Redis"
+    for key, entries in stored.items():
+        seqs = [int(e["q"]) for e in entries]
+        by_seq = {int(e["q"]): e for e in entries}
+        # In arrival order per ingestor, and the same snapshot never differs between copies.
+        for source in {e["i"] for e in entries}:
+            own = [int(e["q"]) for e in entries if e["i"] == source]
+            assert own == sorted(own), f"{key} out of order from {source}"
+        first, last = min(seqs), max(seqs)
+        for seq, line in sent[key].items():
+            if not first <= seq <= last:
+                continue
+            assert seq in by_seq, f"{key} seq {seq} sent but missing in Redis"
+            entry = by_seq[seq]
+            assert entry["t"] == wib_iso(parse_iso(line["time"]))
+            assert entry["l"] == split_header(line["body"])[2]
+            checked += 1
+    return checked
+
+
+def assert_no_secrets(client: Any, token: str, *logs: str) -> None:
+    """Neither the token nor anything shaped like a WS key in any Redis key/value or log."""
+    for key in client.scan_iter():
+        kind = client.type(key)
+        if kind == b"string":
+            values = [client.get(key) or b""]
+        elif kind == b"hash":
+            values = [*client.hkeys(key), *client.hvals(key)]
+        elif kind == b"set":
+            values = list(client.smembers(key))
+        elif kind == b"zset":
+            values = list(client.zrange(key, 0, -1))
+        elif kind == b"stream":
+            values = [v for _, f in client.xrange(key) for kv in f.items() for v in kv]
+        else:
+            values = []
+        for value in [key, *values]:
+            text = value.decode(errors="replace")
+            assert token not in text, f"token found in {key!r}"
+            assert not KEY_SHAPE.search(text), f"key-shaped secret in {key!r}"
+    for text in logs:
+        assert token not in text
+        assert not KEY_SHAPE.search(text)
+
+
+@pytest.mark.usefixtures("cli_logging")
+def test_frames_subscriptions_pings_and_no_secrets(  # noqa: PLR0917  (fixtures)
+    tmp_path: Path,
+    redis_url: str,
+    raw: Any,
+    procs: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Frames land decoded and in order; ticker edits apply live; pings beat the ping window."""
+    sim = start_sim(tmp_path, procs, "--rate", "10", "--ping-window", "2")
+    tokens = token_file(tmp_path)
+    ing = start(procs, tmp_path, "ing-a", redis_url, sim, tokens, "BBCA,TLKM")
+    wait_for(lambda: frames(raw, "BBCA") > 5 and frames(raw, "TLKM") > 5)
+    wait_for(lambda: ing.status(raw).get("state") == "connected", 5, "connected")
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert tickers_command.main(["add", "asii"]) == 0
+    assert tickers_command.main(["add", "BAD CODE"]) == 2
+    added = time.monotonic()
+    wait_for(lambda: frames(raw, "ASII") > 0, 10, "ASII frames")
+    assert time.monotonic() - added < 5
+    assert tickers_command.main(["remove", "TLKM"]) == 0
+    wait_for(lambda: "TLKM" not in ing.status(raw)["tickers"], 5, "TLKM dropped")
+    time.sleep(1.0)  # frames already on the wire when the new subscribe went out
+    before = frames(raw, "TLKM")
+    time.sleep(1.0)
+    assert frames(raw, "TLKM") == before
+
+    # Well past the 2 s ping window: the application ping kept the one connection alive.
+    status = ing.status(raw)
+    assert status["reconnects"] == 0 and status["state"] == "connected"
+    assert status["token_expires_at"].endswith("+07:00")
+    capsys.readouterr()
+    assert status_command.main([]) == 0
+    printed = capsys.readouterr().out
+    assert "ing-a" in printed and "connected" in printed and "ASII" in printed
+
+    assert ing.stop() == 0
+    final = ing.status(raw)
+    assert final["state"] == "stopped" and final["buffered"] == 0
+    assert raw.zscore(KEYS.ingestors, "ing-a") is None
+    sim.stop()
+    assert assert_nothing_missing(raw, sim) > 50
+    trades = [f for stream in KEYS.streams() for _, f in raw.xrange(stream) if f[b"k"] == b"t"]
+    assert trades and all(float(t[b"p"]) > 0 for t in trades)
+    assert_no_secrets(raw, tokens.read_text().strip(), ing.log(), sim.log_path.read_text())
+
+
+def test_reconnects_after_drops_with_gaps_and_dead_letters(
+    tmp_path: Path, redis_url: str, raw: Any, procs: list[Any]
+) -> None:
+    """A dropped socket is reconnected and recorded as a gap; bad frames go to dead letters."""
+    sim = start_sim(
+        tmp_path, procs, "--rate", "10", "--drop-every", "1.5", "--malformed-every", "20"
+    )
+    ing = start(procs, tmp_path, "ing-a", redis_url, sim, token_file(tmp_path), "BBCA,TLKM")
+
+    def disconnect_gaps() -> list[dict[bytes, bytes]]:
+        gaps = [f for _, f in raw.xrange(KEYS.gaps)]
+        return [g for g in gaps if g[b"cause"] == b"disconnect"]
+
+    gaps = wait_for(lambda: len(disconnect_gaps()) >= 2 and disconnect_gaps(), 20, "gaps")
+    gap = gaps[0]
+    assert gap[b"ingestor"] == b"ing-a" and gap[b"tickers"] == b"BBCA,TLKM"
+    assert parse_iso(gap[b"start"].decode()) <= parse_iso(gap[b"end"].decode())
+    wait_for(lambda: ing.status(raw)["reconnects"] >= 2, 5, "reconnects in the status")
+    wait_for(lambda: raw.xlen(KEYS.deadletter) > 0, 10, "dead letters")
+    dead = raw.xrange(KEYS.deadletter, count=1)[0][1]
+    assert dead[b"error"] and dead[b"raw"]
+    assert int(raw.hget(KEYS.counters, "bad_frames") or 0) > 0
+    before = frames(raw, "BBCA")
+    wait_for(lambda: frames(raw, "BBCA") > before, 10, "frames after reconnects")
+    assert ing.stop() == 0
+
+
+def test_auth_failure_waits_and_a_new_token_file_heals_it(
+    tmp_path: Path, redis_url: str, raw: Any, procs: list[Any]
+) -> None:
+    """A 401 parks the ingestor in auth_failed (no tight loop) until the token file changes."""
+    sim = start_sim(tmp_path, procs, "--rate", "10", "--expire-token-after", "1")
+    tokens = token_file(tmp_path)
+    ing = start(procs, tmp_path, "ing-a", redis_url, sim, tokens, "BBCA")
+    wait_for(lambda: ing.status(raw).get("state") == "auth_failed", 20, "auth_failed")
+    attempts = ing.status(raw)["reconnects"]
+    time.sleep(3)
+    status = ing.status(raw)
+    assert status["state"] == "auth_failed" and status["reconnects"] == attempts
+    assert "401" in (status["last_error"] or "")
+    frames_before = frames(raw, "BBCA")
+
+    tokens.write_text(SimulatorProcess.token() + "\n")
+    wait_for(lambda: frames(raw, "BBCA") > frames_before, 10, "data with the new token")
+    gap = wait_for(
+        lambda: [f for _, f in raw.xrange(KEYS.gaps) if f[b"cause"] == b"auth_failed"],
+        10,
+        "auth gap",
+    )[0]
+    assert gap[b"tickers"] == b"BBCA"
+    assert ing.stop() == 0
+    assert_no_secrets(raw, tokens.read_text().strip(), ing.log())
+
+
+def test_redis_restart_loses_nothing(tmp_path: Path, procs: list[Any]) -> None:
+    """Frames received while Redis is down wait in the buffer and all arrive afterwards."""
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True)
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        sim = start_sim(tmp_path, procs, "--rate", "20")
+        ing = start(procs, tmp_path, "ing-a", server.url, sim, token_file(tmp_path), "BBCA,TLKM")
+        wait_for(lambda: frames(client, "BBCA") > 10)
+        server.stop()
+        time.sleep(2.0)
+        server.start()
+        stored_before = frames(client, "BBCA")
+        wait_for(lambda: frames(client, "BBCA") > stored_before + 20, 20, "frames after restart")
+        assert ing.stop() == 0
+        sim.stop()
+        assert "Redis unreachable" in ing.log()
+        checked = assert_nothing_missing(client, sim)
+        assert checked > 100
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_two_then_three_ingestors_share_and_take_over(
+    tmp_path: Path, redis_url: str, raw: Any, procs: list[Any]
+) -> None:
+    """Tickers spread over the live ingestors and move within seconds when one is killed."""
+    codes = ["BBCA", "BBRI", "BMRI", "BBNI", "TLKM", "ASII", "UNVR", "ICBP", "GOTO", "ADRO"]
+    sim = start_sim(tmp_path, procs, "--rate", "2")
+    tokens = token_file(tmp_path)
+
+    def grew(code: str, before: int) -> bool:
+        return frames(raw, code) > before
+
+    def held(name: str) -> set[str]:
+        doc = raw.get(KEYS.ingestor(name))
+        return set(json.loads(doc)["tickers"]) if doc else set()
+
+    def spread(names: list[str]) -> bool:
+        table = assign(codes, sorted(names))
+        return all(held(n) == set(table[n]) for n in names)
+
+    a = start(procs, tmp_path, "ing-a", redis_url, sim, tokens, ",".join(codes))
+    b = start(procs, tmp_path, "ing-b", redis_url, sim, tokens, ",".join(codes))
+    wait_for(lambda: spread(["ing-a", "ing-b"]), 20, "two-way spread")
+    c = start(procs, tmp_path, "ing-c", redis_url, sim, tokens, ",".join(codes))
+    wait_for(lambda: spread(["ing-a", "ing-b", "ing-c"]), 20, "three-way spread")
+    b_tickers = set(b.status(raw)["tickers"])
+    b.kill()
+    killed = time.monotonic()
+    wait_for(lambda: spread(["ing-a", "ing-c"]), 20, "take-over")
+    assert time.monotonic() - killed < 8
+    moved = wait_for(
+        lambda: [f for _, f in raw.xrange(KEYS.gaps) if f[b"cause"] == b"ticker_moved"],
+        10,
+        "ticker_moved gap",
+    )
+    assert set().union(*(set(g[b"tickers"].decode().split(",")) for g in moved)) == b_tickers
+    for code in b_tickers:
+        before = frames(raw, code)
+        wait_for(partial(grew, code, before), 10, f"{code} frames on the new owner")
+    assert a.stop() == 0
+    wait_for(lambda: set(c.status(raw)["tickers"]) == set(codes), 10, "all on c")
+    assert c.stop() == 0
+
+
+def test_replication_two_survives_a_kill_without_a_hole(
+    tmp_path: Path, redis_url: str, raw: Any, procs: list[Any]
+) -> None:
+    """With R = 2 both ingestors stream every ticker; killing one loses no snapshot."""
+    sim = start_sim(tmp_path, procs, "--rate", "20")
+    tokens = token_file(tmp_path)
+    codes = "BBCA,TLKM,ASII"
+
+    def holds_all(ing: Ingestor) -> bool:
+        return len(ing.status(raw).get("tickers", [])) == 3
+
+    a = start(procs, tmp_path, "ing-a", redis_url, sim, tokens, codes, REPLICATION="2")
+    b = start(procs, tmp_path, "ing-b", redis_url, sim, tokens, codes, REPLICATION="2")
+    for ing in (a, b):
+        wait_for(partial(holds_all, ing), 20, f"{ing.name} holds all")
+    wait_for(lambda: len({e["i"] for e in stream_books(raw)[("BBCA", "B")]}) == 2, 20)
+    a.kill()
+    time.sleep(2.0)
+    assert b.stop() == 0
+    sim.stop()
+    stored = stream_books(raw)
+    for key, entries in stored.items():
+        seqs = sorted({int(e["q"]) for e in entries})
+        assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"hole in {key}"
+    assert assert_nothing_missing(raw, sim) > 100
+    gaps = [f for _, f in raw.xrange(KEYS.gaps) if f[b"cause"] == b"ticker_moved"]
+    assert gaps == []  # the other replica held every ticker all along
