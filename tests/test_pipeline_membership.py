@@ -33,21 +33,3 @@ def test_mine_counts_self_and_agrees_with_owners() -> None:
         t for t in TICKERS if owners(t, ["a", "b", "c"])[0] == "c"
     ]
     assert assign(TICKERS, []) == {}
-
-
-def test_health_check_finds_this_hosts_live_process() -> None:
-    import fakeredis
-
-    from pipeline.keys import Keys
-    from pipeline.status import check
-
-    client = fakeredis.FakeRedis()
-    keys = Keys()
-    assert check(client, keys, "redis", "box")[0]
-    assert not check(client, keys, "ingestor", "box")[0]
-    client.zadd(keys.ingestors, {"box-1": 1})
-    assert not check(client, keys, "ingestor", "box")[0], "no heartbeat key: not alive"
-    client.set(keys.ingestor("box-1"), "{}", px=10_000)
-    assert check(client, keys, "ingestor", "box")[0]
-    assert not check(client, keys, "ingestor", "other")[0]
-    assert not check(client, keys, "writer", "box")[0]
