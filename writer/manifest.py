@@ -15,28 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-BOOK_HEADER = [
-    "timestamp",
-    "price",
-    "lots",
-    "total_value",
-    "side",
-    "level",
-    "orders",
-    "seq",
-    "received_at",
-]
-TRADE_HEADER = [
-    "timestamp",
-    "price",
-    "lots",
-    "total_value",
-    "side",
-    "trade_number",
-    "board",
-    "received_at",
-]
-KINDS = {"orderbook": BOOK_HEADER, "trades": TRADE_HEADER}
+from writer import rows
+
+KINDS = {
+    "orderbook": rows.BOOK_HEADER.rstrip("\n").split(","),
+    "trades": rows.TRADE_HEADER.rstrip("\n").split(","),
+}
 
 
 @dataclass

@@ -1,0 +1,244 @@
+"""CSV rows of the day files (pure): headers, and record pieces → CSV text (ARCHITECTURE.md §5).
+
+The book formatter is the writer's hot path: about 60 rows per snapshot, a million rows a
+second. It therefore works on the level text as a whole (one ``split``, one list
+comprehension, one ``join``) and builds no per-row object. Snapshots in the usual shape
+(plain digits, shares a multiple of 100) take that fast path; anything else (odd lots,
+leading zeros, empty parts) goes through :func:`stockbit.book.parse_levels` and exact
+arithmetic, so the two paths write the same bytes for the same snapshot.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from decimal import Decimal, InvalidOperation
+from operator import itemgetter, mul
+
+from pipeline.records import GapRecord
+from stockbit.book import SIDES, parse_levels
+from stockbit.errors import ProtocolError
+from stockbit.messages import LOT
+from stockbit.timestamps import parse_iso, wib_iso
+
+BOOK_HEADER = "timestamp,price,lots,total_value,side,level,orders,seq,received_at\n"
+TRADE_HEADER = "timestamp,price,lots,total_value,side,trade_number,board,received_at\n"
+GAP_HEADER = "start,end,cause,tickers,ingestor,detail\n"
+
+TRADE_SIDES = {1: "BUY", 2: "SELL"}
+"""RunningTrade ``action`` → the ``side`` column (anything else: empty)."""
+BOARDS = {1: "RG", 2: "TN", 3: "NG"}
+"""RunningTrade ``board`` → the ``board`` column (anything else: empty)."""
+
+
+class RowError(ValueError):
+    """Record contents that cannot become rows (bad level text, bad time...)."""
+
+
+_LEVEL_NUMBERS = tuple(str(n) for n in range(1, 513))
+_SIDE_LEVELS = {side: [f"{side},{n}" for n in _LEVEL_NUMBERS] for side in SIDES}
+
+
+CACHE_MAX = 200_000
+"""Entries per memo before it starts over (bounds memory to some tens of MB)."""
+
+
+class _IntCache(dict[str, int]):
+    """Price text → int: prices repeat from snapshot to snapshot (the tick grid)."""
+
+    def __missing__(self, text: str) -> int:
+        if len(self) >= CACHE_MAX:
+            self.clear()
+        value = self[text] = int(text)
+        return value
+
+
+class _LevelValues(dict[str, str]):
+    """A canonical level ``price;orders;shares`` → ``price,lots,value`` (and its orders).
+
+    Between two snapshots of a side most levels are unchanged (96 % of the level texts repeat
+    in the simulator's evolving 60-level ladders), and a dict hit costs a fraction of two
+    ``int()``, a product and a ``str()``.
+    """
+
+    def __missing__(self, level: str) -> str:
+        if len(self) >= CACHE_MAX:
+            self.clear()
+            _ORDERS.clear()
+        price, orders, shares = level.split(";")
+        text = self[level] = f"{price},{shares[:-2]},{_PRICES[price] * int(shares)}"
+        _ORDERS[level] = orders
+        return text
+
+
+class _LevelOrders(dict[str, str]):
+    """A canonical level → its orders text (filled by :class:`_LevelValues` on a miss)."""
+
+    def __missing__(self, level: str) -> str:
+        return level.split(";")[1]
+
+
+class _Memo:
+    """Whether the level memo pays off, judged by its miss rate every few thousand snapshots.
+
+    A feed whose levels all change every time (no real book does) would make every level a
+    miss, slower than computing directly: then the memo is switched off for a while.
+    """
+
+    PERIOD = 2048
+    OFF_PERIODS = 16
+
+    def __init__(self) -> None:
+        self.on = True
+        self.snapshots = 0
+        self.levels = 0
+        self.misses = 0
+        self.off_for = 0
+
+    def count(self, levels: int, misses: int) -> None:
+        self.snapshots += 1
+        self.levels += levels
+        self.misses += min(levels, max(0, misses))
+        if self.snapshots >= self.PERIOD:
+            if self.misses * 2 > self.levels:
+                self.on = False
+                self.off_for = self.OFF_PERIODS * self.PERIOD
+            self.snapshots = self.levels = self.misses = 0
+
+    def skip(self) -> None:
+        """One snapshot computed directly; after a while, try the memo again."""
+        self.off_for -= 1
+        if self.off_for <= 0:
+            self.on = True
+
+
+_PRICES = _IntCache()
+_VALUES = _LevelValues()
+_ORDERS = _LevelOrders()
+_memo = _Memo()
+_CUT_00 = itemgetter(slice(None, -2))  # shares text → lots text when shares end in "00"
+# The usual snapshot: canonical digits (no leading zeros), shares >= 100 and a multiple of 100,
+# so that lots is the shares text without its last two characters.
+_CANONICAL = re.compile(
+    r"(?:[1-9][0-9]*;[1-9][0-9]*;[1-9][0-9]*00\|)*[1-9][0-9]*;[1-9][0-9]*;[1-9][0-9]*00"
+)
+_WIB_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\+07:00")
+
+
+def normalise_time(text: str) -> str:
+    """The time as ``YYYY-MM-DDTHH:MM:SS.ffffff+07:00`` (Jakarta); RowError if not a time.
+
+    Records already carry this form (pipeline.records), so the check is one regex match; any
+    other ISO-8601 form (fewer digits, another offset) is converted, never the local clock.
+    """
+    if _WIB_ISO.fullmatch(text):
+        return text
+    try:
+        return wib_iso(parse_iso(text))
+    except ProtocolError as exc:
+        raise RowError(str(exc)) from None
+
+
+def lots_text(shares: int) -> str:
+    """Shares in lots as exact decimal text: 4476200 → ``44762``, 4476250 → ``44762.5``."""
+    whole, rest = divmod(shares, LOT)
+    return str(whole) if rest == 0 else f"{whole}.{rest:02d}".rstrip("0")
+
+
+def book_rows(time: str, side: str, seq: str, received: str, levels: str) -> tuple[str, int]:
+    """CSV text (one line per level, best first) of one side snapshot, and its row count.
+
+    ``time`` and ``received`` must already be normalised (:func:`normalise_time`), ``side``
+    ``BID``/``OFFER``, ``seq`` canonical digits. RowError if the level text is malformed.
+    """
+    if _CANONICAL.fullmatch(levels):
+        parts = levels.split("|")
+        count = len(parts)
+        if count <= len(_LEVEL_NUMBERS):
+            # All per-level work runs in C (map/zip/join): row = "price,lots,value",
+            # "SIDE,level", orders; rows are joined by ",seq,received\ntime," so only the
+            # variable middle of each row is built. _SIDE_LEVELS is longer on purpose: zip
+            # stops with the levels.
+            joint = f",{seq},{received}\n{time},"
+            if _memo.on:
+                known = len(_VALUES)
+                memo_cells = zip(
+                    map(_VALUES.__getitem__, parts),
+                    _SIDE_LEVELS[side],
+                    map(_ORDERS.__getitem__, parts),
+                    strict=False,
+                )
+                body = joint.join(map(",".join, memo_cells))
+                _memo.count(count, len(_VALUES) - known)
+            else:
+                flat = levels.replace("|", ";").split(";")
+                prices, shares = flat[0::3], flat[2::3]
+                values = map(str, map(mul, map(_PRICES.__getitem__, prices), map(int, shares)))
+                cells = zip(
+                    prices,
+                    map(_CUT_00, shares),
+                    values,
+                    _SIDE_LEVELS[side],
+                    flat[1::3],
+                    strict=False,
+                )
+                body = joint.join(map(",".join, cells))
+                _memo.skip()
+            return f"{time},{body},{seq},{received}\n", count
+    try:
+        parsed = parse_levels(levels)
+    except ProtocolError as exc:
+        raise RowError(str(exc)) from None
+    lines = [
+        f"{time},{lv.price},{lots_text(lv.shares)},{lv.price * lv.shares},{side},{n},"
+        f"{lv.orders},{seq},{received}\n"
+        for n, lv in enumerate(parsed, 1)
+    ]
+    return "".join(lines), len(lines)
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise RowError(f"not a number: {text[:20]!r}") from None
+    if not value.is_finite() or value < 0:
+        raise RowError(f"not a quantity: {text[:20]!r}")
+    return value
+
+
+def _plain(value: Decimal) -> str:
+    # Exact decimal text without exponent or trailing zeros: 500 → "500", 2.50 → "2.5".
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def trade_row(
+    *, time: str, price: str, shares: str, action: int, trade_number: int, board: int, received: str
+) -> str:
+    """The CSV line of one print: lots = shares / 100, total_value = price × shares (rupiah)."""
+    p = _decimal(price)
+    s = _decimal(shares)
+    return (
+        f"{time},{_plain(p)},{_plain(s / LOT)},{_plain(p * s)},{TRADE_SIDES.get(action, '')},"
+        f"{trade_number},{BOARDS.get(board, '')},{received}\n"
+    )
+
+
+def gap_row(gap: GapRecord) -> str:
+    """The CSV line of a gap record (tickers comma-joined, so quoted when several)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(
+        [
+            normalise_time(gap.start),
+            normalise_time(gap.end) if gap.end else "",
+            gap.cause,
+            ",".join(gap.tickers),
+            gap.ingestor,
+            gap.detail,
+        ]
+    )
+    return out.getvalue()
