@@ -68,7 +68,11 @@ def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path
     log_path = tmp_path / "run.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "run"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "pipeline.cli", "run"],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # its own process group, like a terminal's foreground job
         )
         try:
             yield process, port, data_dir, log_path
@@ -96,6 +100,26 @@ def test_run_serves_page_writes_rows_and_stops_cleanly(
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
     text = log_path.read_text()
     assert "SIMULATOR" in text and "all processes stopped" in text
+    assert "Traceback" not in text
+
+
+def test_ctrl_c_reaches_only_the_supervisor(
+    running: tuple[subprocess.Popen[bytes], int, Path, Path],
+) -> None:
+    # A terminal's Ctrl-C signals the whole foreground process group at once; the children
+    # (Redis included) live in their own sessions, so they still stop in the safe order.
+    process, port, data_dir, log_path = running
+    wait_for(lambda: page_answers(port), 30, "the status page")
+    wait_for(lambda: csv_rows(data_dir) > 0, 25, "CSV rows")
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(60) == 0
+    text = log_path.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    order = [
+        text.index(f"{name}")
+        for name in ("ingestor: stopped", "writer-1: stopped", "all processes stopped")
+    ]
+    assert order == sorted(order)
 
 
 def test_a_killed_child_is_restarted(
