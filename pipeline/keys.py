@@ -46,7 +46,16 @@ class Keys:
         return f"{self.prefix}tickers"
 
     def ticker(self, code: str) -> str:
-        """HASH of per-ticker live figures (frames, last update, best bid/offer...)."""
+        """HASH of per-ticker live figures, updated once per ingestor batch by the ticker's
+        primary ingestor only (the first of its owners, so replicas do not double counts).
+
+        Fields: ``frames`` and ``trades`` (HINCRBY: book sides and prints so far),
+        ``last_update`` (receive time of its newest entry), ``best_bid``/``best_offer`` and
+        ``best_bid_lots``/``best_offer_lots`` (first level of the newest snapshot per side),
+        ``bid_depth``/``offer_depth`` (that snapshot's level text ``price;orders;shares|...``
+        cut after the 10th level) and ``bid_depth_at``/``offer_depth_at`` (its receive time).
+        Times are WIB ISO-8601 with microseconds. The web's depth view reads the depth fields.
+        """
         return f"{self.prefix}ticker:{code}"
 
     @property
@@ -93,6 +102,11 @@ class Keys:
     def counters(self) -> str:
         """HASH of deployment-wide counters (dead letters, overflow, maxlen trims, ...)."""
         return f"{self.prefix}counters"
+
+    @property
+    def finalize_scheduled(self) -> str:
+        """SET of days whose ``finalize_day`` job a writer has scheduled (once per day)."""
+        return f"{self.prefix}finalize:scheduled"
 
     def day_counts(self, day: str) -> str:
         """HASH of rows written per file for a day (``orderbook/2026-03-02_BBCA.csv`` → rows)."""

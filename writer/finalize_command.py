@@ -7,10 +7,10 @@ import json
 import sys
 
 import redis
-from rq import Retry
 
 from pipeline.startup import boot
 from writer.jobs import DayNotFinishedError, finalize_day
+from writer.schedule import RETRY, job_kwargs
 from writer.worker import queue
 
 
@@ -26,16 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = boot("finalize")
     client = redis.Redis.from_url(settings.redis_url.reveal())
-    kwargs = {
-        "data_dir": str(settings.data_dir.resolve()),
-        "key_prefix": settings.key_prefix,
-        "compress_after_days": settings.compress_after_days,
-        "grace_min": settings.finalize_grace_min,
-    }
+    kwargs = job_kwargs(settings)
     if args.enqueue:
-        job = queue(client).enqueue(
-            finalize_day, args.day, **kwargs, retry=Retry(max=3, interval=[10, 60, 300])
-        )
+        job = queue(client).enqueue(finalize_day, args.day, retry=RETRY, **kwargs)
         print(f"queued finalize_day({args.day}) as job {job.id}")
         return 0
     try:

@@ -36,6 +36,7 @@ from pipeline.status import WriterStatus
 from writer.files import Lock, sync
 from writer.lease import GAPS, Leases, next_id
 from writer.partition import Batch, LeaseLostError, Partition
+from writer.schedule import DaySchedule, day_of
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Writer:
         # dicts would cost more than the rows.
         self.client.set_response_callback("XREAD", _raw)
         self.leases = Leases(self.client, self.keys, self.id, settings.lease_ttl_ms)
+        self.schedule = DaySchedule(self.client, self.keys, settings)
         self.root = settings.data_dir
         self.held: dict[int, _Held] = {}
         self.stopping = False
@@ -229,15 +231,18 @@ class Writer:
                 self._fault(batch.part.number, OSError("commit outcome unknown (Redis lost)"))
             raise
         stamp = time.monotonic()
+        days: set[str] = set()
         for batch, ok in zip(calls, results, strict=True):
             number = batch.part.number
             if ok:
                 batch.part.committed(batch, now_ms)
+                days.update(day_of(text[0].relpath) for text in batch.texts)
                 held = self.held[number]
                 held.renewed_at = stamp
                 held.backoff = 0.0
             else:
                 self._lost(number)
+        self.schedule.note(days)
 
     def _fault(self, number: int, exc: Exception) -> None:
         held = self.held[number]
