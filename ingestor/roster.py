@@ -11,6 +11,11 @@ Moves are make-before-break: a ticker this ingestor loses to a newcomer stays su
 ``handover`` seconds more, so the newcomer is already streaming it when it is dropped (the
 writer removes the overlap). A ticker gained from an ingestor that died or stopped is a real
 hole, from that ingestor's last heartbeat to now: it is reported as a ``ticker_moved`` gap.
+
+Of a ticker's ``replication`` owners the first (highest weight) is its *primary*: only the
+primary updates the ticker's HASH (frame and trade counts, best prices, depth), so the counts
+are not multiplied by R. When the primary dies, the next owner becomes primary at the first
+heartbeat that no longer counts it live.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from redis.exceptions import RedisError
 
 from ingestor.gaps import TICKER_MOVED
 from pipeline.keys import Keys
-from pipeline.membership import mine, owners
+from pipeline.membership import owners
 from pipeline.records import GapRecord
 from pipeline.status import IngestorStatus
 from pipeline.ticker import TickerError, normalize
@@ -58,6 +63,8 @@ class Plan:
     live_after: float = 3.0
     handover: float = 2.0
     tickers: tuple[str, ...] = ()
+    primary: frozenset[str] = frozenset()
+    """The assigned tickers this member is the first owner of (it updates their HASH)."""
     _live: list[str] = field(default_factory=list)
     _scores: dict[str, float] = field(default_factory=dict)
     _desired: frozenset[str] = frozenset()
@@ -75,7 +82,14 @@ class Plan:
         live = sorted(m for m, at in members.items() if at >= now - self.live_after or m == self.me)
         if self.me not in live:
             live.append(self.me)
-        assigned = set(mine(sorted(wanted), live, self.me, self.replicas))
+        assigned: set[str] = set()
+        primary: set[str] = set()
+        for ticker in wanted:
+            who = owners(ticker, live, self.replicas)
+            if self.me in who:
+                assigned.add(ticker)
+                if who[0] == self.me:
+                    primary.add(ticker)
         if self._first:
             # Nothing is known about the past: compare with what the others hold right now.
             before_live = [m for m in live if m != self.me]
@@ -103,6 +117,7 @@ class Plan:
         effective = tuple(sorted(assigned | set(self._releasing)))
         changed = effective != self.tickers
         self.tickers = effective
+        self.primary = frozenset(primary)
         self._live = live
         self._scores = dict(members)
         self._desired = wanted
@@ -125,6 +140,7 @@ class Roster:
         status: Callable[[], IngestorStatus],
         on_gap: Callable[[GapRecord], None],
         handover_s: float = 2.0,
+        on_primary: Callable[[frozenset[str]], None] | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -134,6 +150,8 @@ class Roster:
         self.plan = Plan(me, replicas, max(3 * heartbeat_s, 1.5), handover_s)
         self.status = status
         self.on_gap = on_gap
+        self.on_primary = on_primary
+        self._primary: frozenset[str] | None = None
         self.version = 0
         self.desired: tuple[str, ...] = ()
         self.redis_ok = False
@@ -197,6 +215,12 @@ class Roster:
                 ", ".join(move.departed),
             )
             self.on_gap(record)
+        if self.plan.primary != self._primary:
+            self._primary = self.plan.primary
+            if self.plan.replicas > 1:
+                log.info("primary for %d of %d ticker(s)", len(self._primary), len(self.tickers))
+            if self.on_primary is not None:
+                self.on_primary(self._primary)
         if changed:
             log.info("now streaming %d ticker(s): %s", len(self.tickers), ",".join(self.tickers))
             self._changed()

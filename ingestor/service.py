@@ -90,6 +90,7 @@ class Ingestor:
             status=self.status,
             on_gap=self._gap,
             handover_s=handover_s,
+            on_primary=self.sink.set_primary,
         )
         self.credentials = CredentialSource(settings)
         self.packer = EntryPacker(self.keys, self.me, settings.stream_maxlen)

@@ -3,10 +3,13 @@
 The session appends packed :class:`~ingestor.entries.Entry` values (cheap, never awaits). The
 flusher takes up to ``batch_max`` of them at a time and writes them as one burst of
 ``XADD stream MAXLEN ~ stream_maxlen * ...`` commands, followed by the batch's per-ticker HASH
-updates (``frames``, ``trades``, ``last_update``, best bid/offer and lots: once per ticker per
-batch, not per frame), on a :class:`~ingestor.resp.RespConnection` that skips the replies
-instead of parsing them. Up to ``WINDOW`` batches are in flight at once, so Redis executes one
-batch while the next is being sent.
+updates (``frames``, ``trades``, ``last_update``, best bid/offer and lots, the top-10 depth of
+each side: once per ticker per batch, not per frame), on a
+:class:`~ingestor.resp.RespConnection` that skips the replies instead of parsing them. With
+replication R > 1 only a ticker's primary ingestor (:attr:`Sink.primary`, kept up to date by
+the roster) updates its HASH, so the counts are not multiplied by R; every replica still
+appends the entries, which the writer deduplicates. Up to ``WINDOW`` batches are in flight at
+once, so Redis executes one batch while the next is being sent.
 
 Hitting ``MAXLEN`` is never silent: every couple of seconds the flusher compares ``XLEN`` of
 the streams it wrote with the cap and counts entries appended while a stream was at its cap
@@ -52,6 +55,8 @@ WINDOW = 3
 """Batches sent before the first one's replies must be read."""
 CAP_CHECK_S = 2.0
 """How often stream lengths are compared with the cap."""
+DEPTH_LEVELS = 10
+"""Levels per side kept in the ticker HASH (``bid_depth``/``offer_depth``)."""
 
 
 def _now() -> str:
@@ -70,6 +75,43 @@ def _best(levels: bytes) -> tuple[bytes, bytes]:
     return parts[0], lots
 
 
+def _top(levels: bytes, depth: int = DEPTH_LEVELS) -> bytes:
+    """The level text cut after its ``depth``-th level (``price;orders;shares|...``)."""
+    rest = levels.split(b"|", depth)  # one C call; cheaper than a loop of find()
+    if len(rest) <= depth:
+        return levels
+    return levels[: len(levels) - len(rest[-1]) - 1]
+
+
+def _side_fields(side: bytes) -> bytes:
+    """RESP of one side's 4 HSET field/value pairs; the %-slots take the values' lengths and
+    bytes (one ``bytes % tuple`` per side per batch instead of eight bulk strings)."""
+    names = (b"best_%s" % side, b"best_%s_lots" % side, b"%s_depth" % side, b"%s_depth_at" % side)
+    return b"".join(bulk(name) + b"$%d\r\n%s\r\n" for name in names)
+
+
+_BID_FIELDS = _side_fields(b"bid")
+_OFFER_FIELDS = _side_fields(b"offer")
+
+
+def _side_args(template: bytes, entry: Entry) -> bytes:
+    """A side's HSET arguments from its newest snapshot: best price and lots, top levels, time."""
+    levels = entry.levels
+    price, lots = _best(levels)
+    depth = _top(levels)
+    received = entry.received
+    return template % (
+        len(price),
+        price,
+        len(lots),
+        lots,
+        len(depth),
+        depth,
+        len(received),
+        received,
+    )
+
+
 class _Figures:
     """One ticker's share of a batch."""
 
@@ -79,15 +121,20 @@ class _Figures:
         self.frames = 0
         self.trades = 0
         self.received = b""
-        self.bid: bytes | None = None
-        self.offer: bytes | None = None
+        self.bid: Entry | None = None
+        self.offer: Entry | None = None
 
 
-def ticker_section(keys: Keys, batch: list[Entry]) -> tuple[bytes, int, dict[str, int]]:
+def ticker_section(
+    keys: Keys, batch: list[Entry], primary: frozenset[str] | None = None
+) -> tuple[bytes, int, dict[str, int]]:
     """The per-ticker HASH updates of ``batch``: (RESP commands, their count, entries per code).
 
     Per ticker: frames (book sides) and trades (prints) added, ``last_update`` (receive time
-    of its last entry) and the best bid/offer price and lots from its last snapshot per side.
+    of its last entry), the best bid/offer price and lots from its last snapshot per side, and
+    that snapshot's top :data:`DEPTH_LEVELS` levels with its receive time (``bid_depth``,
+    ``bid_depth_at``, ``offer_depth``, ``offer_depth_at``). Only the tickers in ``primary``
+    are updated (all when it is None); the entry counts cover every ticker of the batch.
     """
     stats: dict[str, _Figures] = {}
     for entry in batch:
@@ -100,13 +147,15 @@ def ticker_section(keys: Keys, batch: list[Entry]) -> tuple[bytes, int, dict[str
         else:
             row.frames += 1
             if kind == BID:
-                row.bid = entry.levels
+                row.bid = entry
             else:
-                row.offer = entry.levels
+                row.offer = entry
         row.received = entry.received
     parts: list[bytes] = []
     count = 0
     for code, row in stats.items():
+        if primary is not None and code not in primary:
+            continue  # a replica: the primary ingestor counts this ticker
         key = bulk(keys.ticker(code).encode())
         if row.frames:
             parts.append(
@@ -118,15 +167,13 @@ def ticker_section(keys: Keys, batch: list[Entry]) -> tuple[bytes, int, dict[str
                 b"*4\r\n$7\r\nHINCRBY\r\n%s$6\r\ntrades\r\n%s" % (key, bulk(b"%d" % row.trades))
             )
             count += 1
-        values = [b"last_update", row.received]
+        args = [b"$11\r\nlast_update\r\n", bulk(row.received)]
         if row.bid is not None:
-            price, lots = _best(row.bid)
-            values += [b"best_bid", price, b"best_bid_lots", lots]
+            args.append(_side_args(_BID_FIELDS, row.bid))
         if row.offer is not None:
-            price, lots = _best(row.offer)
-            values += [b"best_offer", price, b"best_offer_lots", lots]
-        parts.append(b"*%d\r\n$4\r\nHSET\r\n%s" % (2 + len(values), key))
-        parts.extend(bulk(v) for v in values)
+            args.append(_side_args(_OFFER_FIELDS, row.offer))
+        parts.append(b"*%d\r\n$4\r\nHSET\r\n%s" % (4 + 8 * (len(args) - 2), key))
+        parts.extend(args)
         count += 1
     return b"".join(parts), count, {code: row.frames + row.trades for code, row in stats.items()}
 
@@ -152,6 +199,9 @@ class Sink:
         self.buffer_max = buffer_max
         self.stream_maxlen = stream_maxlen
         self.batch_max = batch_max
+        self.primary: frozenset[str] | None = None
+        """The tickers whose HASH this ingestor updates (None: all, as when alone); the
+        roster sets it through :meth:`set_primary` at every membership change."""
         self.buffer: deque[Entry] = deque()
         self.inflight: deque[tuple[list[Entry], int]] = deque()
         self._inflight_entries = 0
@@ -193,6 +243,10 @@ class Sink:
         if self._idle:
             self._idle = False
             self._wake.set()
+
+    def set_primary(self, tickers: frozenset[str]) -> None:
+        """Update only these tickers' HASHes from the next batch on (the roster's callback)."""
+        self.primary = tickers
 
     def _drop(self, entry: Entry) -> None:
         if not self._overflowing:
@@ -312,7 +366,7 @@ class Sink:
                 take = min(len(buffer), self.batch_max)
                 popleft = buffer.popleft
                 batch = [popleft() for _ in range(take)]
-                tickers, updates, per_code = ticker_section(self.keys, batch)
+                tickers, updates, per_code = ticker_section(self.keys, batch, self.primary)
                 conn.write(b"".join([e.command for e in batch]) + tickers)
                 inflight.append((batch, len(batch) + updates))
                 self._inflight_entries += take

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import fakeredis
 
 from ingestor.roster import Plan, Roster
+from ingestor.sink import Sink
 from pipeline.keys import Keys
-from pipeline.membership import assign
+from pipeline.membership import assign, owners
 from pipeline.records import GapRecord
 from pipeline.status import IngestorStatus
 
@@ -78,6 +80,38 @@ def test_replication_two_keeps_every_ticker_on_two_and_a_death_leaves_no_gap() -
     assert set(plans["a"].tickers) == set(plans["b"].tickers) == set(TICKERS)
 
 
+def test_each_ticker_has_one_primary_and_a_replica_takes_over_when_it_dies() -> None:
+    members = {"a": 100.0, "b": 100.0, "c": 100.0}
+    plans = {m: Plan(m, replicas=2, live_after=3.0) for m in members}
+    for plan in plans.values():
+        plan.update(TICKERS, members, now=100.0)
+        assert plan.primary <= set(plan.tickers)
+    for ticker in TICKERS:
+        primaries = [m for m, p in plans.items() if ticker in p.primary]
+        assert primaries == [owners(ticker, sorted(members), 2)[0]]
+    # c stops beating at 100; a and b notice at the first heartbeat that counts it dead.
+    c_primary = plans["c"].primary
+    assert c_primary
+    still = {"a": 103.0, "b": 103.0, "c": 100.0}
+    for name in ("a", "b"):
+        plans[name].update(TICKERS, still, now=103.0)
+    assert not c_primary & (plans["a"].primary | plans["b"].primary)  # c still counted live
+    later = {"a": 103.5, "b": 103.5, "c": 100.0}
+    for name in ("a", "b"):
+        plans[name].update(TICKERS, later, now=103.5)
+    assert plans["a"].primary | plans["b"].primary == set(TICKERS)
+    assert not plans["a"].primary & plans["b"].primary
+
+
+def test_alone_or_without_replication_every_ticker_is_primary() -> None:
+    plan = Plan("a")
+    plan.update(TICKERS, {"a": 1.0, "b": 1.0}, now=1.0)
+    assert plan.primary == set(assign(TICKERS, ["a", "b"])["a"]) == set(plan.tickers)
+    alone = Plan("a", replicas=2)
+    alone.update(TICKERS, {}, now=1.0)
+    assert alone.primary == set(TICKERS)
+
+
 def test_removed_tickers_go_at_once_and_added_ones_come_without_gap() -> None:
     plan = Plan("a")
     plan.update(["BBCA", "TLKM"], {"a": 1.0}, now=1.0)
@@ -94,6 +128,7 @@ def test_roster_heartbeat_seed_and_leave() -> None:
         client: Any = fakeredis.FakeAsyncRedis()
         keys = Keys()
         gaps: list[GapRecord] = []
+        primaries: list[frozenset[str]] = []
         roster = Roster(
             client,
             keys,
@@ -103,6 +138,7 @@ def test_roster_heartbeat_seed_and_leave() -> None:
             status_ttl_s=5,
             status=_status,
             on_gap=gaps.append,
+            on_primary=primaries.append,
         )
         await roster.seed(("BBCA", "TLKM"))
         await client.sadd(keys.desired_tickers, "bad code!")
@@ -117,6 +153,10 @@ def test_roster_heartbeat_seed_and_leave() -> None:
         await roster.beat()
         assert await asyncio.wait_for(waiter, 1) == 2
         assert list(roster.tickers) == ["ASII", "BBCA", "TLKM"]
+        # Told once per change of the primary set (alone, it is primary for everything).
+        assert primaries == [{"BBCA", "TLKM"}, {"ASII", "BBCA", "TLKM"}]
+        await roster.beat()
+        assert len(primaries) == 2
         await roster.leave(IngestorStatus(id="a", state="stopped"))
         assert await client.zscore(keys.ingestors, "a") is None
         assert json.loads(await client.get(keys.ingestor("a")))["state"] == "stopped"
@@ -151,5 +191,35 @@ def test_roster_reports_a_gap_when_a_peer_dies() -> None:
         await roster.beat()
         assert len(gaps) == 1 and gaps[0].cause == "ticker_moved"
         assert set(gaps[0].tickers) == set(assign(TICKERS[:20], ["a", "b"])["b"])
+
+    asyncio.run(scenario())
+
+
+def test_roster_hands_the_primary_tickers_to_the_sink_and_takes_over_from_a_dead_peer() -> None:
+    async def scenario() -> None:
+        client: Any = fakeredis.FakeAsyncRedis()
+        keys = Keys()
+        sink = Sink(client, keys, "a", redis_url="redis://unused", buffer_max=10, stream_maxlen=10)
+        roster = Roster(
+            client,
+            keys,
+            "a",
+            replicas=2,
+            heartbeat_s=0.1,
+            status_ttl_s=5,
+            status=_status,
+            on_gap=lambda _: None,
+            on_primary=sink.set_primary,
+        )
+        assert sink.primary is None  # until the first heartbeat: every ticker
+        await client.sadd(keys.desired_tickers, *TICKERS[:20])
+        await client.zadd(keys.ingestors, {"b": time.time() * 1000})
+        await roster.beat()
+        expected = {t for t in TICKERS[:20] if owners(t, ["a", "b"], 2)[0] == "a"}
+        assert sink.primary == expected and 0 < len(expected) < 20
+        assert len(roster.tickers) == 20  # R = 2: a replica of all the others
+        await client.zadd(keys.ingestors, {"b": 1})  # b's heartbeat is now ancient
+        await roster.beat()
+        assert sink.primary == set(TICKERS[:20])
 
     asyncio.run(scenario())

@@ -14,22 +14,26 @@ import redis.asyncio as aioredis
 
 from ingestor.entries import Entry, EntryPacker, ReceivedClock
 from ingestor.resp import RespConnection, RespError
-from ingestor.sink import Sink
+from ingestor.sink import Sink, ticker_section
 from pipeline import records
 from pipeline.embedded_redis import EmbeddedRedis
 from pipeline.keys import Keys
-from pipeline.records import GapRecord
+from pipeline.records import GapRecord, TradeRecord
 from stockbit import wrapper
 from stockbit.book import Level, format_body
 from stockbit.messages import OrderBook
+from web.depth import depth_document
 
 pytestmark = pytest.mark.redis
 
 KEYS = Keys("obpipe:", 16)
 
 
-def frame(code: str, side: str, seq: int, price: int = 8200) -> bytes:
-    body = format_body(code, side, (Level(price, 3, 12_300), Level(price - 25, 1, 100)))
+def frame(code: str, side: str, seq: int, price: int = 8200, levels: int = 2) -> bytes:
+    book_levels = [Level(price, 3, 12_300), Level(price - 25, 1, 100)]
+    step = -25 if side == "BID" else 25
+    book_levels += [Level(price + step * i, i, 100 * i) for i in range(2, levels)]
+    body = format_body(code, side, tuple(book_levels[:levels]))
     book = OrderBook(code, body, seq, 1, None, 1, None)
     return wrapper.encode_orderbook(book, time_text=f"2026-03-02T10:15:30.{seq:06d}+07:00")
 
@@ -95,6 +99,101 @@ def test_batches_land_in_order_with_ticker_figures(redis_url: str) -> None:
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_ticker_hash_keeps_the_top_ten_levels_of_each_side(redis_url: str) -> None:
+    async def scenario() -> None:
+        sink, client = make_sink(redis_url)
+        task = asyncio.create_task(sink.run())
+        packer = EntryPacker(KEYS, "ing-1", 1_000_000)
+        clock = ReceivedClock()
+        first = packer.book(frame("BBCA", "BID", 1, 8000, levels=15), clock.now())
+        bid = packer.book(frame("BBCA", "BID", 2, 8200, levels=15), clock.now())
+        offer = packer.book(frame("BBCA", "OFFER", 3, 8225, levels=4), clock.now())
+        empty = packer.book(frame("TLKM", "OFFER", 1, levels=0), clock.now())
+        assert first and bid and offer and empty
+        for entry in (first, bid, offer, empty):
+            sink.add(entry)
+        assert await sink.close(task, 10)
+        figures = await client.hgetall(KEYS.ticker("BBCA"))
+        bid_levels = figures[b"bid_depth"].split(b"|")
+        assert len(bid.levels.split(b"|")) == 15 and len(bid_levels) == 10
+        assert bid.levels.startswith(figures[b"bid_depth"] + b"|")  # the newest BID, cut
+        assert figures[b"bid_depth_at"] == bid.received
+        assert figures[b"offer_depth"] == offer.levels  # fewer than 10: kept whole
+        assert figures[b"offer_depth_at"] == offer.received
+        assert figures[b"last_update"] == offer.received
+        tlkm = await client.hgetall(KEYS.ticker("TLKM"))
+        assert tlkm[b"offer_depth"] == b"" and b"bid_depth" not in tlkm
+        await client.aclose()
+        # What the web's depth view makes of it.
+        web: Any = redis.Redis.from_url(redis_url, decode_responses=True)
+        doc = depth_document(web, KEYS, "BBCA")
+        web.close()
+        assert doc["bid"]["received"] == bid.received.decode()
+        assert [lv["price"] for lv in doc["bid"]["levels"]] == [8200 - 25 * i for i in range(10)]
+        assert doc["bid"]["levels"][0] == {
+            "price": 8200,
+            "orders": 3,
+            "shares": 12_300,
+            "lots": 123,
+        }
+        assert len(doc["offer"]["levels"]) == 4
+
+    asyncio.run(scenario())
+
+
+def trade(packer: EntryPacker, code: str, number: int) -> Entry:
+    received = ReceivedClock().now()
+    record = TradeRecord(
+        code, number, 8200.0, 100.0, 1, 1, 820_000.0, received.decode(), "", "ing-1"
+    )
+    return packer.record(record, received)
+
+
+def test_only_the_primary_updates_the_ticker_hash(redis_url: str) -> None:
+    """With R = 2 both replicas append every entry, but only the primary counts them."""
+
+    async def scenario() -> None:
+        sink, client = make_sink(redis_url)
+        sink.set_primary(frozenset({"BBCA"}))  # a replica of TLKM
+        task = asyncio.create_task(sink.run())
+        packer = EntryPacker(KEYS, "ing-1", 1_000_000)
+        for entry in entries(packer, ["BBCA", "TLKM"], 10):
+            sink.add(entry)
+        sink.add(trade(packer, "BBCA", 1))
+        sink.add(trade(packer, "TLKM", 2))
+        await until(lambda: asyncio.sleep(0, sink.written == 22))
+        assert await client.hget(KEYS.ticker("BBCA"), "frames") == b"10"
+        assert await client.hget(KEYS.ticker("BBCA"), "trades") == b"1"
+        assert not await client.exists(KEYS.ticker("TLKM"))
+        tlkm = [f for _, f in await client.xrange(KEYS.stream_for("TLKM")) if f[b"c"] == b"TLKM"]
+        assert len(tlkm) == 11  # the entries themselves are appended all the same
+        # TLKM's primary died: at the next membership refresh this ingestor takes it over.
+        sink.set_primary(frozenset({"BBCA", "TLKM"}))
+        for entry in entries(packer, ["BBCA", "TLKM"], 4):
+            sink.add(entry)
+        assert await sink.close(task, 10)
+        assert await client.hget(KEYS.ticker("BBCA"), "frames") == b"14"
+        assert await client.hget(KEYS.ticker("TLKM"), "frames") == b"4"
+        assert await client.hget(KEYS.ticker("TLKM"), "bid_depth") is not None
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_ticker_section_skips_tickers_it_is_not_primary_for() -> None:
+    packer = EntryPacker(KEYS, "ing-1", 1_000_000)
+    batch = entries(packer, ["BBCA", "TLKM", "ASII"], 3)
+    everything, count_all, per_code = ticker_section(KEYS, batch)
+    assert count_all == 6  # HINCRBY frames + HSET, per ticker
+    assert per_code == {"BBCA": 3, "TLKM": 3, "ASII": 3}
+    some, count_some, per_code_some = ticker_section(KEYS, batch, frozenset({"TLKM"}))
+    assert count_some == 2 and per_code_some == per_code  # cap accounting still sees all
+    assert b"ticker:TLKM" in some and b"ticker:BBCA" not in some
+    nothing, count_none, _ = ticker_section(KEYS, batch, frozenset())
+    assert (nothing, count_none) == (b"", 0)
+    assert b"ticker:BBCA" in everything
 
 
 def test_hitting_the_cap_is_counted(redis_url: str) -> None:

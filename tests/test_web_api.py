@@ -24,9 +24,7 @@ from pipeline.secret import Secret
 from pipeline.settings import Settings
 from pipeline.status import IngestorStatus, WriterStatus
 from stockbit.timestamps import WIB
-from web import depth as depth_module
 from web.app import create_app
-from web.depth import DepthWatcher
 
 TOKEN = "correct-horse-battery"
 NOW = datetime(2026, 3, 2, 10, 0, 0, tzinfo=WIB)  # a Monday, in session 1
@@ -61,7 +59,7 @@ def make_app(client: redis.Redis, clock: Clock, data_dir: Path, token: str | Non
     settings = Settings(
         data_dir=data_dir, web_admin_token=Secret(token) if token is not None else None
     )
-    app = create_app(settings, redis_client=client, clock=clock, background=False)
+    app = create_app(settings, redis_client=client, clock=clock)
     app.testing = True
     return app
 
@@ -517,65 +515,71 @@ def test_oversized_body_is_413(client: FlaskClient) -> None:
 # ---------------------------------------------------------------- /api/depth
 
 
-def test_depth_reads_the_latest_book_per_side(
-    client: FlaskClient, fake: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(depth_module, "BATCH", 7)  # force several XREVRANGE batches
+def levels_text(levels: list[tuple[int, int, int]]) -> str:
+    return "|".join(f"{p};{o};{s}" for p, o, s in levels)
+
+
+def test_depth_reads_the_ticker_hash(client: FlaskClient, fake: fakeredis.FakeRedis) -> None:
     fake.sadd(KEYS.desired_tickers, "BBCA")
-    stream = KEYS.stream_for("BBCA")
     offers = [(8225 + 25 * i, i + 1, 100 * (i + 1)) for i in range(12)]
-    xadd(fake, stream, book("BBCA", "OFFER", 1, offers))
-    xadd(fake, stream, book("BBCA", "BID", 2, [(8100, 1, 100)]))
-    xadd(fake, stream, book("BBCA", "BID", 3, [(8200, 4, 5000), (8175, 2, 250)]))
-    for seq in range(20):  # newer entries of other tickers of the same partition
-        other = {**book("BBCA", "BID", seq, [(1, 1, 100)]), "c": f"ZZ{seq:02d}"}
-        xadd(fake, stream, other)
-    xadd(fake, stream, {"k": "b", "c": "BBCA", "s": "X"})  # malformed: skipped
+    bid_at, offer_at = iso(NOW - timedelta(seconds=1)), iso(NOW - timedelta(seconds=30))
+    fake.hset(
+        KEYS.ticker("BBCA"),
+        mapping={
+            "frames": 3,
+            "bid_depth": levels_text([(8200, 4, 5000), (8175, 2, 250)]),
+            "bid_depth_at": bid_at,
+            "offer_depth": levels_text(offers),
+            "offer_depth_at": offer_at,
+        },
+    )
+    # An older book still in the stream is not what the depth shows.
+    xadd(fake, KEYS.stream_for("BBCA"), book("BBCA", "BID", 1, [(8100, 1, 100)]))
     response = client.get("/api/depth/bbca")
     assert response.status_code == 200
     doc = response.get_json()
     assert doc["code"] == "BBCA"
-    assert doc["bid"]["seq"] == 3
-    assert doc["bid"]["levels"] == [
-        {"price": 8200, "orders": 4, "shares": 5000, "lots": 50},
-        {"price": 8175, "orders": 2, "shares": 250, "lots": 2.5},
-    ]
-    assert len(doc["offer"]["levels"]) == 10  # top 10 of 12, best first
+    assert doc["bid"] == {
+        "received": bid_at,
+        "levels": [
+            {"price": 8200, "orders": 4, "shares": 5000, "lots": 50},
+            {"price": 8175, "orders": 2, "shares": 250, "lots": 2.5},
+        ],
+    }
+    assert doc["offer"]["received"] == offer_at
+    assert len(doc["offer"]["levels"]) == 10  # never more than 10, best first
     assert doc["offer"]["levels"][0]["price"] == 8225
     assert doc["offer"]["levels"][-1]["price"] == 8225 + 25 * 9
 
 
-def test_depth_watcher_keeps_books_the_writers_trimmed(
+def test_depth_survives_trimmed_streams_and_shows_one_side(
     client: FlaskClient, fake: fakeredis.FakeRedis
 ) -> None:
-    fake.sadd(KEYS.desired_tickers, "BBCA")
-    stream = KEYS.stream_for("BBCA")
-    xadd(fake, stream, {**book("BBCA", "BID", 1, [(1, 1, 100)]), "c": "ZZZZ"})
-    watcher: DepthWatcher = client.application.extensions["obpipe"].watcher
-    assert client.get("/api/depth/BBCA").get_json()["bid"] is None  # starts the watch
-    assert watcher.step() == 0  # positions itself at the stream's end
-    xadd(fake, stream, book("BBCA", "BID", 7, [(8200, 1, 100)]))
-    xadd(fake, stream, book("BBCA", "OFFER", 8, [(8225, 2, 300)]))
-    assert watcher.step() == 2
-    fake.xtrim(stream, maxlen=0)  # a writer committed and trimmed everything
-    doc = client.get("/api/depth/BBCA").get_json()
-    assert doc["bid"]["seq"] == 7 and doc["offer"]["seq"] == 8
-    # A newer record still in the stream wins over the watcher's older one.
-    xadd(fake, stream, book("BBCA", "BID", 9, [(8175, 1, 100)]))
-    assert client.get("/api/depth/BBCA").get_json()["bid"]["seq"] == 9
+    fake.hset(
+        KEYS.ticker("TLKM"),
+        mapping={"offer_depth": levels_text([(3300, 1, 100)]), "offer_depth_at": iso(NOW)},
+    )
+    assert fake.xlen(KEYS.stream_for("TLKM")) == 0  # everything written and trimmed
+    doc = client.get("/api/depth/TLKM").get_json()
+    assert doc["bid"] is None
+    assert doc["offer"]["levels"] == [{"price": 3300, "orders": 1, "shares": 100, "lots": 1}]
 
 
-def test_depth_watcher_forgets_codes_nobody_looks_at(fake: fakeredis.FakeRedis) -> None:
-    now = [0.0]
-    watcher = DepthWatcher(fake, KEYS, monotonic=lambda: now[0], watch_for_s=10)
-    stream = KEYS.stream_for("TLKM")
-    watcher.want("TLKM")
-    watcher.step()
-    xadd(fake, stream, book("TLKM", "OFFER", 1, [(3300, 1, 100)]))
-    watcher.step()
-    assert set(watcher.latest("TLKM")) == {"OFFER"}
-    now[0] = 11.0
-    assert watcher.step() == 0 and watcher.latest("TLKM") == {}
+def test_depth_reports_unreadable_level_text(
+    client: FlaskClient, fake: fakeredis.FakeRedis
+) -> None:
+    fake.hset(KEYS.ticker("BBCA"), mapping={"bid_depth": "8200;x;100", "bid_depth_at": "t"})
+    side = client.get("/api/depth/BBCA").get_json()["bid"]
+    assert side["levels"] == [] and "bad book level" in side["error"]
+    assert side["received"] == "t"
+
+
+def test_depth_of_an_empty_side(client: FlaskClient, fake: fakeredis.FakeRedis) -> None:
+    fake.hset(KEYS.ticker("BBCA"), mapping={"bid_depth": "", "bid_depth_at": iso(NOW)})
+    assert client.get("/api/depth/BBCA").get_json()["bid"] == {
+        "received": iso(NOW),
+        "levels": [],
+    }
 
 
 def test_depth_of_a_known_ticker_without_books(

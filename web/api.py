@@ -5,7 +5,7 @@
 ``GET /api/tickers``     ``{"tickers": [...], "read_only": bool}``
 ``POST /api/tickers``    body ``{"add": [...], "remove": [...]}``; admin token needed
 ``DELETE /api/tickers/<code>``  remove one ticker; admin token needed
-``GET /api/depth/<code>``  top-10 levels per side from the partition stream
+``GET /api/depth/<code>``  top-10 levels per side from the ticker HASH (:mod:`web.depth`)
 ``GET /metrics``         Prometheus text
 ``GET /healthz``         200 when Redis answers PING, 503 otherwise
 =======================  ==========================================================
@@ -24,7 +24,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from pipeline.ticker import TickerError, normalize
 from web.context import current
-from web.depth import depth_document
+from web.depth import FIELDS, depth_from
 from web.metrics import CONTENT_TYPE, render
 from web.security import ApiError, check_admin
 
@@ -118,10 +118,11 @@ def depth(code: str) -> Response:
     pipe = ctx.client.pipeline(transaction=False)
     pipe.sismember(ctx.keys.desired_tickers, clean)
     pipe.exists(ctx.keys.ticker(clean))
-    desired, exists = pipe.execute()
+    pipe.hmget(ctx.keys.ticker(clean), FIELDS)
+    desired, exists, values = pipe.execute()
     if not int(desired) and not int(exists):
         raise ApiError(404, f"unknown ticker {clean}: not in the desired set and never seen")
-    return jsonify(depth_document(ctx.client, ctx.keys, clean, ctx.watcher))
+    return jsonify(depth_from(clean, values))
 
 
 @bp.get("/metrics")

@@ -19,7 +19,6 @@ from pipeline.keys import Keys
 from pipeline.settings import Settings
 from web import api, pages
 from web.context import EXTENSION, WebContext
-from web.depth import DepthWatcher
 from web.metrics import RedisCollector, make_registry
 from web.security import ApiError, apply_headers
 
@@ -51,11 +50,9 @@ def create_app(
     *,
     redis_client: redis.Redis | None = None,
     clock: Callable[[], datetime] | None = None,
-    background: bool = True,
 ) -> Flask:
     """Build the app. ``settings`` default to the environment; ``redis_client`` to one
-    built from ``settings.redis_url``; ``clock`` (aware datetimes) to the system clock.
-    ``background=False`` keeps the depth watcher from starting its thread (tests step it)."""
+    built from ``settings.redis_url``; ``clock`` (aware datetimes) to the system clock."""
     settings = settings if settings is not None else Settings.from_env()
     client = redis_client if redis_client is not None else redis_for(settings)
     now = clock or _utc_now
@@ -70,9 +67,6 @@ def create_app(
         client=client,
         clock=now,
         registry=make_registry(RedisCollector(client, keys, now)),
-        # Its thread starts with the first depth request, not here: most apps built (tests,
-        # one-off scripts) never show a depth.
-        watcher=DepthWatcher(client, keys, autostart=background),
     )
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)

@@ -13,7 +13,6 @@ from prometheus_client.registry import CollectorRegistry
 
 from pipeline.keys import Keys
 from pipeline.settings import Settings
-from web.depth import DepthWatcher
 from web.rates import FRAMES, RateTracker
 from web.snapshot import (
     HISTORY_STEP_S,
@@ -36,7 +35,6 @@ class WebContext:
     client: redis.Redis
     clock: Callable[[], datetime]
     registry: CollectorRegistry
-    watcher: DepthWatcher
     tracker: RateTracker = field(default_factory=RateTracker)
 
     @property

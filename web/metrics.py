@@ -116,7 +116,9 @@ def _families(raw: RawState, now: datetime) -> Iterable[Metric]:
     yield from (rows, trades, lag, lag_s, dead, parts)
 
     ticker_frames = CounterMetricFamily(
-        "obpipe_ticker_frames", "Book frames per ticker (all ingestors).", labels=["ticker"]
+        "obpipe_ticker_frames",
+        "Book frames per ticker (counted by its primary ingestor).",
+        labels=["ticker"],
     )
     for code, fields in sorted(raw.tickers.items()):
         value = _float(fields.get("frames"))

@@ -117,6 +117,5 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
     finally:
         stop.set()
-        ctx.watcher.stop()
     log.info("stopped")
     return 0

@@ -41,6 +41,16 @@ GAPS_SHOWN = 200
 HISTORY_WINDOW_S = 300.0
 """The sparkline covers the last five minutes."""
 HISTORY_STEP_S = 2.0
+TICKER_FIELDS = (
+    "frames",
+    "trades",
+    "last_update",
+    "best_bid",
+    "best_bid_lots",
+    "best_offer",
+    "best_offer_lots",
+)
+"""The fields of a ticker HASH the status document and the metrics use."""
 
 _S = TypeVar("_S", IngestorStatus, WriterStatus)
 _FILE = re.compile(r"(?:orderbook/)?(\d{4}-\d{2}-\d{2})_([A-Z0-9-]{2,12})\.csv\Z")
@@ -156,9 +166,14 @@ def read_state(client: redis.Redis, keys: Keys, day: str) -> RawState:
     ordered = sorted(codes)
     pipe = client.pipeline(transaction=False)
     for code in ordered:
-        pipe.hgetall(keys.ticker(code))
-    for code, fields in zip(ordered, _decode(pipe.execute()), strict=True):
-        state.tickers[code] = dict(fields)
+        # Named fields, not HGETALL: the HASH also holds each side's depth text.
+        pipe.hmget(keys.ticker(code), TICKER_FIELDS)
+    for code, values in zip(ordered, _decode(pipe.execute()), strict=True):
+        state.tickers[code] = {
+            name: value
+            for name, value in zip(TICKER_FIELDS, values, strict=True)
+            if value is not None
+        }
     return state
 
 

@@ -357,10 +357,10 @@
     var offCol = el("div", { cls: "side offer" }, [el("h3", { text: "Offer" })].concat(ladderSide(d.offer, "offer", max)));
     var nodes = [bidCol, offCol];
     if (!d.bid && !d.offer) {
-      nodes = [el("p", { cls: "muted", text: "No recent book of " + d.code + " in its stream yet (it may be quiet, or already written and trimmed)." })];
+      nodes = [el("p", { cls: "muted", text: "No book of " + d.code + " received yet (it may be quiet, or not streamed yet)." })];
     }
     replace($("depth"), nodes);
-    var when = d.bid && d.offer ? (d.bid.time > d.offer.time ? d.bid.time : d.offer.time) : (d.bid || d.offer || {}).time;
+    var when = d.bid && d.offer ? (d.bid.received > d.offer.received ? d.bid.received : d.offer.received) : (d.bid || d.offer || {}).received;
     $("depth-meta").textContent = when ? "as of " + fmtTime(when) + " · lots per level" : "";
   }
 
