@@ -23,6 +23,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+soak: $(STAMP)
+	$(PY) -m bench.soak --duration 300
+
 bench: $(STAMP)
 	$(PY) -m bench
 

@@ -40,6 +40,7 @@ class Audit:
     out_of_order: int = 0
     unknown: int = 0
     gaps: int = 0
+    gap_causes: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -56,6 +57,7 @@ class Audit:
             "rows": self.rows,
             **extra,
             "gaps": self.gaps,
+            **{f"gaps_{cause}": n for cause, n in sorted(self.gap_causes.items())},
             "covered": self.covered_by_gaps,
             "missing": self.missing,
             "duplicated": self.duplicated,
@@ -81,14 +83,16 @@ def sent_books(journal: Path) -> dict[Snapshot, str]:
     return sent
 
 
-def gap_windows(data_dir: Path) -> list[tuple[datetime, datetime, set[str]]]:
-    """(start, end, tickers) of every recorded gap (empty tickers = all)."""
+def gap_windows(data_dir: Path) -> list[tuple[datetime, datetime, set[str], str]]:
+    """(start, end, tickers, cause) of every recorded gap (empty tickers = all)."""
     windows = []
     for path in sorted((data_dir / "gaps").glob("*.csv")):
         with path.open(newline="") as handle:
             for row in csv.DictReader(handle):
                 tickers = {t for t in row.get("tickers", "").split(",") if t}
-                windows.append((parse_iso(row["start"]), parse_iso(row["end"]), tickers))
+                windows.append(
+                    (parse_iso(row["start"]), parse_iso(row["end"]), tickers, row["cause"])
+                )
     return windows
 
 
@@ -105,11 +109,13 @@ def run(journal: Path, data_dir: Path) -> Audit:
     audit.duplicated = sum(count - 1 for count in seen.values() if count > 1)
     windows = gap_windows(data_dir)
     audit.gaps = len(windows)
+    for *_span, cause in windows:
+        audit.gap_causes[cause] = audit.gap_causes.get(cause, 0) + 1
     for key in sent.keys() - seen.keys():
         moment = parse_iso(key[3])
         if any(
             (not tickers or key[0] in tickers) and start - GAP_SLACK <= moment <= end + GAP_SLACK
-            for start, end, tickers in windows
+            for start, end, tickers, _cause in windows
         ):
             audit.covered_by_gaps += 1
         else:

@@ -83,6 +83,8 @@ class FeedServer:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.credentials = Credentials(options.secret)
+        self.first_auth: dict[str, float] = {}
+        """When each token first authenticated (monotonic), for --expire-token-after."""
         self._rng = random.Random(options.seed)
         self.clock = VirtualClock(options.clock_start, options.clock_speed)
         self.market = Market(
@@ -190,9 +192,11 @@ class FeedServer:
         if outcome.new_token and self.options.faults.expire_token_after is not None:
             if peer.expiry is not None:
                 peer.expiry.cancel()
-            peer.expiry = asyncio.get_running_loop().create_task(
-                self._expire(peer, feed, self.options.faults.expire_token_after)
-            )
+            # A token ages from its first use, across reconnects, as a real one ages from issue.
+            loop = asyncio.get_running_loop()
+            first = self.first_auth.setdefault(peer.session.token or "", loop.time())
+            remaining = first + self.options.faults.expire_token_after - loop.time()
+            peer.expiry = loop.create_task(self._expire(peer, feed, max(0.0, remaining)))
         if outcome.channel is not None:
             wanted = feed.subscribe(link, outcome.channel)
             log.info(
@@ -246,7 +250,7 @@ class FeedServer:
             self.credentials.revoke(token)
         peer.session.refuse()
         peer.link.control(UNAUTHORIZED_FRAME)
-        self._silence(peer, feed, f"token expired by fault after {after:.1f} s")
+        self._silence(peer, feed, "token expired by fault (--expire-token-after)")
 
     # ---- lifecycle ---------------------------------------------------------------------------
 

@@ -177,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--expire-token-after",
         type=_positive_float,
         metavar="SECONDS",
-        help="SECONDS after a token authenticates a connection, treat it as expired: send the "
-        "401 frame, go silent, and refuse that token from then on (a new token works)",
+        help="SECONDS after a token first authenticates (its age counts across reconnects), "
+        "treat it as expired: send the 401 frame, go silent, and refuse that token from then "
+        "on (a new token works)",
     )
     parser.add_argument(
         "--log-level",
