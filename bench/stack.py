@@ -168,15 +168,22 @@ class Stack:
         except redis.RedisError:
             return {"ingestors": [], "writers": [], "tickers": []}
 
+    def ready(self) -> bool:
+        """Every ingestor connected and every writer live, every partition owned."""
+        return self._check(caught_up=False)
+
     def settled(self) -> bool:
         """Every ingestor connected, every writer live and caught up, every partition owned."""
+        return self._check(caught_up=True)
+
+    def _check(self, caught_up: bool) -> bool:
         ingestors, writers = self.counts
         live = self.live()
         connected = [s for s in live["ingestors"] if s.state == CONNECTED]
         if len(connected) != ingestors or len(live["writers"]) != writers:
             return False
         # Entries keep arriving, so "caught up" means nothing older than a second is pending.
-        if any(s.lag_seconds > 1.0 for s in live["writers"]):
+        if caught_up and any(s.lag_seconds > 1.0 for s in live["writers"]):
             return False
         owned = sorted(p for s in live["writers"] for p in s.partitions)
         return owned == sorted([-1, *range(KEYS.partitions)])

@@ -37,7 +37,12 @@ class Feed:
     """Market schedule plus fan-out to subscribers."""
 
     def __init__(
-        self, market: Market, rng: random.Random, rate: float = 1.0, max_rate: bool = False
+        self,
+        market: Market,
+        rng: random.Random,
+        rate: float = 1.0,
+        max_rate: bool = False,
+        pace: float | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -45,6 +50,8 @@ class Feed:
         self._rng = rng
         self._rate = rate
         self._max_rate = max_rate
+        self._pace = pace
+        """Max-rate mode only: at most this many book frames per second in all (None = no cap)."""
         self._subs: Subscriptions[Link] = Subscriptions()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._press = BookPress(market)
@@ -180,9 +187,12 @@ class Feed:
         pairs: list[tuple[str, str, list[Link]]] = []
         links: list[Link] = []
         turn = 0
+        loop = asyncio.get_running_loop()
+        paced_since, paced_sent = loop.time(), 0
         while True:
             if version != self._subs.version:
                 version = self._subs.version
+                paced_since, paced_sent = loop.time(), 0
                 pairs = [
                     (code, side, list(self._subs.book_links(code)))
                     for code in self._subs.book_codes()
@@ -210,5 +220,12 @@ class Feed:
                 link.flush()
             for link in links:
                 await link.drain()
+            if self._pace is not None:
+                # A fixed offered load from prebuilt frames, for "what rate is sustained" runs.
+                paced_sent += MAX_RATE_BATCH
+                ahead = paced_since + paced_sent / self._pace - loop.time()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                    continue
             # Let the receive side (pings, subscription changes) run between batches.
             await asyncio.sleep(0)

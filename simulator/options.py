@@ -37,6 +37,7 @@ class Options:
     levels: int = 60
     rate: float = 1.0
     max_rate: bool = False
+    pace: float | None = None
     clock_start: datetime | None = None
     clock_speed: float = 1.0
     journal: Path | None = None

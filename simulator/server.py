@@ -258,7 +258,9 @@ class FeedServer:
         self, stop: asyncio.Event, on_listening: Callable[[int], None] | None = None
     ) -> None:
         """Serve until ``stop`` is set, then close every connection and flush the journal."""
-        self.feed = Feed(self.market, self._rng, self.options.rate, self.options.max_rate)
+        self.feed = Feed(
+            self.market, self._rng, self.options.rate, self.options.max_rate, self.options.pace
+        )
         flusher: asyncio.Task[None] | None = None
         try:
             async with serve(

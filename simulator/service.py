@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stays put and ladders cycle through prebuilt variants",
     )
     market.add_argument(
+        "--pace",
+        type=_positive_float,
+        metavar="FPS",
+        help="with --max-rate: send at most FPS book frames per second in all (a fixed offered "
+        "load from prebuilt frames, beyond what --rate's timers can reach)",
+    )
+    market.add_argument(
         "--clock-start",
         type=_instant,
         metavar="ISO",
@@ -201,6 +208,7 @@ def options_from(args: argparse.Namespace) -> Options:
         levels=args.levels,
         rate=args.rate,
         max_rate=args.max_rate,
+        pace=args.pace,
         clock_start=args.clock_start,
         clock_speed=args.clock_speed,
         journal=args.journal,
