@@ -37,8 +37,9 @@ def _files(data_dir: Path) -> None:
     (data_dir / "orderbook" / f"{DAY}_BBCA.csv").write_text(BOOK)
     (data_dir / "trades" / f"{DAY}_BBCA.csv").write_text(TRADES)
     (data_dir / "gaps" / f"{DAY}.csv").write_text(
-        "start,end,cause,tickers,ingestor\n"
-        "2026-03-02T10:00:00.000000+07:00,2026-03-02T10:00:02.000000+07:00,disconnect,BBCA,ing-1\n"
+        "start,end,cause,tickers,ingestor,detail\n"
+        "2026-03-02T10:00:00.000000+07:00,2026-03-02T10:00:02.000000+07:00,disconnect,BBCA,ing-1,"
+        "connection closed\n"
     )
 
 

@@ -20,6 +20,7 @@ from writer import rows
 KINDS = {
     "orderbook": rows.BOOK_HEADER.rstrip("\n").split(","),
     "trades": rows.TRADE_HEADER.rstrip("\n").split(","),
+    "gaps": rows.GAP_HEADER.rstrip("\n").split(","),
 }
 
 
@@ -58,7 +59,8 @@ def day_files(data_dir: Path, day: str) -> list[tuple[str, Path]]:
     for kind in KINDS:
         folder = data_dir / kind
         if folder.is_dir():
-            for path in sorted(folder.glob(f"{day}_*.csv*")):
+            pattern = f"{day}.csv*" if kind == "gaps" else f"{day}_*.csv*"
+            for path in sorted(folder.glob(pattern)):
                 if path.name.endswith((".csv", ".csv.gz")):
                     found.append((kind, path))
     return found
@@ -84,7 +86,8 @@ def inspect(kind: str, path: Path, relative: str, tickers: dict[str, TickerFacts
         facts.problems.append(f"unreadable: {exc}")
         return facts
     facts.sha256 = hashlib.sha256(content).hexdigest()
-    ticker = tickers.setdefault(ticker_of(path), TickerFacts())
+    # Gap files belong to no ticker; their rows are still checked and counted.
+    ticker = tickers.setdefault(ticker_of(path), TickerFacts()) if kind != "gaps" else TickerFacts()
     if content and not content.endswith(b"\n"):
         facts.ok = False
         facts.problems.append("last line is incomplete (no newline)")
@@ -114,7 +117,7 @@ def inspect(kind: str, path: Path, relative: str, tickers: dict[str, TickerFacts
             facts.last_timestamp = stamp
             if kind == "orderbook":
                 snapshots.add((row[4], row[7], stamp))
-            else:
+            elif kind == "trades":
                 price, shares = round(float(row[1])), round(float(row[2]) * 100)
                 ticker.trades += 1
                 ticker.shares += shares
