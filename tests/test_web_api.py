@@ -286,12 +286,16 @@ def test_status_rates_come_from_successive_reads(
     client: FlaskClient, fake: fakeredis.FakeRedis, clock: Clock, data_dir: Path
 ) -> None:
     seed(fake, data_dir)
-    assert client.get("/api/status").get_json()["tickers"]["BBCA"]["frames_per_s"] is None
+    first = client.get("/api/status").get_json()["tickers"]["BBCA"]
+    assert first["frames_per_s"] is None and first["trades_per_s"] is None
     fake.hincrby(KEYS.ticker("BBCA"), "frames", 200)
+    fake.hincrby(KEYS.ticker("BBCA"), "trades", 20)
     fake.hincrby(KEYS.ticker("TLKM"), "frames", 100)
     clock.moment = NOW + timedelta(seconds=5)
     doc = client.get("/api/status").get_json()
     assert doc["tickers"]["BBCA"]["frames_per_s"] == 40
+    assert doc["tickers"]["BBCA"]["trades"] == 70 and doc["tickers"]["BBCA"]["trades_per_s"] == 4
+    assert doc["tickers"]["TLKM"]["trades"] == 0 and doc["tickers"]["TLKM"]["trades_per_s"] is None
     assert doc["throughput"]["frames_per_s"] == 60
     assert doc["throughput"]["history"] == [[NOW.timestamp() + 5, 60]]
 

@@ -3,7 +3,8 @@
 The simulator, an ingestor, a writer and the web app run as real processes on the session's
 redis-server; Playwright drives Debian's Chromium (never a downloaded browser). The test
 watches the badge turn green, the counts rise, the depth ladder draw, ticker control refused
-without the admin token and working with it, the badge turn amber when the feed goes away,
+without the admin token and working with it, the Days section list today's scheduled
+finalize job and queue one for a past day, the badge turn amber when the feed goes away,
 and the "data stale" banner when the web process stops. It saves the page at 1280 px and
 390 px as ``docs/status-1280.png`` and ``docs/status-390.png`` (shown in the README).
 """
@@ -39,6 +40,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ADMIN_TOKEN = "browser-test-admin-token"
+PAST_DAY = "2025-12-01"
 KEYS = Keys()
 
 pytestmark = [
@@ -209,6 +211,10 @@ def run_page_checks(
     writer_row = page.locator("#writers tr", has_text="writer-1")
     expect(writer_row).to_be_visible(timeout=10_000)
     expect(page.locator("#files tr", has_text="_BBCA.csv")).to_be_visible(timeout=15_000)
+    # The writer scheduled today's finalize job; the Days section lists the day.
+    today_row = page.locator("#days tr[data-day]")
+    expect(today_row).to_have_count(1, timeout=15_000)
+    expect(today_row.locator("td.job .badge")).to_have_text("scheduled")
 
     # The depth ladder draws ten levels a side, with bars.
     page.locator("button[data-depth=BBCA]").click()
@@ -248,6 +254,17 @@ def run_page_checks(
     expect(page.locator("#tickers tr[data-code=ASII] td.frames")).not_to_have_text(
         "0", timeout=10_000
     )
+    # With the token, a finished day gets a Finalize button; today does not.
+    redis_client.sadd(KEYS.finalize_scheduled, PAST_DAY)
+    past = page.locator(f"#days tr[data-day='{PAST_DAY}']")
+    expect(past.locator("button[data-finalize]")).to_have_text("Finalize", timeout=15_000)
+    expect(page.locator("#days tr[data-day]").first.locator("td.job")).to_contain_text(
+        "day not over"
+    )
+    past.locator("button[data-finalize]").click()
+    expect(page.locator("#days-msg")).to_contain_text(f"finalize of {PAST_DAY} queued")
+    # No jobs worker runs here, so the job stays queued.
+    expect(past.locator("td.job .badge")).to_have_text("queued", timeout=10_000)
 
     DOCS.mkdir(exist_ok=True)
     # A few sparkline points (the server samples every 2 s) make a more telling screenshot.

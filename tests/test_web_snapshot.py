@@ -67,7 +67,7 @@ def test_build_status_is_pure_given_its_inputs() -> None:
         ],
         writers=[(WriterStatus(id="w1", partitions=[0], rows=7), NOW.timestamp() * 1000)],
         desired=["BBCA"],
-        tickers={"BBCA": {"frames": "4", "best_bid": "100", "best_offer": "0"}},
+        tickers={"BBCA": {"frames": "4", "trades": "3", "best_bid": "100", "best_offer": "0"}},
         streams=[StreamInfo(0, 10, pending=1, lag=None), StreamInfo(1, 0)],
         day_counts={f"orderbook/{DAY}_BBCA.csv": "12"},
         deadletter_len=0,
@@ -82,7 +82,7 @@ def test_build_status_is_pure_given_its_inputs() -> None:
     doc = build_status(
         raw,
         now=NOW,
-        rates={"i:i1": 1.234, "w:w1": 2.0},
+        rates={"i:i1": 1.234, "w:w1": 2.0, "tr:BBCA": 0.456},
         history=[(1.0, 2.0)],
         data_dir=Path("/d"),
         read_only=True,
@@ -95,6 +95,8 @@ def test_build_status_is_pure_given_its_inputs() -> None:
     assert doc["writers"][0]["rows_per_s"] == 2
     assert doc["tickers"]["BBCA"]["spread"] is None  # no offer: no spread
     assert doc["tickers"]["BBCA"]["freshness"] == "none"
+    assert doc["tickers"]["BBCA"]["trades"] == 3 and doc["tickers"]["BBCA"]["trades_per_s"] == 0.46
+    assert doc["tickers"]["BBCA"]["frames_per_s"] is None
     assert doc["streams"]["backlog"] == 0 and doc["streams"]["pending"] == 1
     assert doc["dead_letters"] == 7  # writers' dead letters + ingestors' bad frames
     assert doc["files"] == [{"name": f"{DAY}_BBCA.csv", "code": "BBCA", "rows": 12, "bytes": 99}]
@@ -102,6 +104,7 @@ def test_build_status_is_pure_given_its_inputs() -> None:
     assert doc["throughput"]["history"] == [[1.0, 2.0]]
     assert counters_of(raw) == {
         "t:BBCA": 4.0,
+        "tr:BBCA": 3.0,
         "frames": 4.0,
         "i:i1": 10.0,
         "w:w1": 7.0,

@@ -6,6 +6,9 @@
 ``POST /api/tickers``    body ``{"add": [...], "remove": [...]}``; admin token needed
 ``DELETE /api/tickers/<code>``  remove one ticker; admin token needed
 ``GET /api/depth/<code>``  top-10 levels per side from the ticker HASH (:mod:`web.depth`)
+``GET /api/days``        finished and scheduled days with manifest figures and job states
+``GET /api/days/<day>``  that day's manifest (``DATA_DIR/manifests/<day>.json``)
+``POST /api/days/<day>/finalize``  queue ``finalize_day`` for a finished day; admin token needed
 ``GET /metrics``         Prometheus text
 ``GET /healthz``         200 when Redis answers PING, 503 otherwise
 =======================  ==========================================================
@@ -13,6 +16,10 @@
 Changes to the ticker set are validated as a whole before anything is written: one invalid
 code refuses the request (400, naming every bad code) and nothing changes. The ingestors pick
 the new set up from Redis by themselves.
+
+A ``<day>`` in a path must be a real date written ``YYYY-MM-DD`` (400 otherwise) before any
+path or job id is built from it; the routes take the rest of the path too (``<path:day>``), so
+that ``../etc`` is refused with 400 like any other bad day rather than routed elsewhere.
 """
 
 from __future__ import annotations
@@ -24,9 +31,20 @@ from flask import Blueprint, Response, jsonify, request
 
 from pipeline.ticker import TickerError, normalize
 from web.context import current
+from web.days import (
+    BUSY,
+    enqueue_finalize,
+    job_id,
+    job_state,
+    manifest_path,
+    parse_day,
+    read_manifest,
+)
 from web.depth import FIELDS, depth_from
 from web.metrics import CONTENT_TYPE, render
 from web.security import ApiError, check_admin
+from writer.jobs import DayNotFinishedError, check_finished
+from writer.schedule import job_kwargs
 
 bp = Blueprint("api", __name__)
 
@@ -125,6 +143,62 @@ def depth(code: str) -> Response:
     return jsonify(depth_from(clean, values))
 
 
+@bp.get("/api/days")
+def list_days() -> Response:
+    """Days with a manifest or a scheduled finalize job, newest first, with job states."""
+    return jsonify(current().days())
+
+
+@bp.get("/api/days/<path:day>")
+def day_manifest(day: str) -> Response:
+    """The day's manifest as the finalize job wrote it; 404 when there is none yet."""
+    ctx = current()
+    clean = _one_day(day)
+    try:
+        doc = read_manifest(manifest_path(ctx.settings.data_dir, clean))
+    except FileNotFoundError:
+        raise ApiError(404, f"no manifest for {clean}: the day has not been finalized") from None
+    except (OSError, ValueError) as exc:
+        raise ApiError(
+            500, f"the manifest of {clean} is unreadable ({type(exc).__name__})"
+        ) from None
+    return jsonify(doc)
+
+
+@bp.post("/api/days/<path:day>/finalize")
+def finalize(day: str) -> tuple[Response, int]:
+    """Queue ``finalize_day`` for a finished day now (admin only); 409 while its job is
+    queued or running, 400 for a day that has not ended (plus the grace period) in WIB."""
+    ctx = current()
+    check_admin(ctx.settings.web_admin_token, request.headers.get("Authorization"))
+    clean = _one_day(day)
+    try:
+        check_finished(clean, ctx.clock(), ctx.settings.finalize_grace_min)
+    except (DayNotFinishedError, ValueError) as exc:
+        raise ApiError(400, str(exc), day=clean) from None
+    the_id = job_id(clean)
+    with ctx.finalize_lock:
+        previous = job_state(ctx.jobs_client, clean)
+        if previous in BUSY:
+            raise ApiError(
+                409,
+                f"finalize of {clean} is already {previous} (job {the_id})",
+                day=clean,
+                state=previous,
+                job={"id": the_id, "state": previous},
+            )
+        enqueue_finalize(ctx.jobs_client, clean, job_kwargs(ctx.settings))
+    state = job_state(ctx.jobs_client, clean)
+    return jsonify(
+        {
+            "day": clean,
+            "job": {"id": the_id, "state": state},
+            "previous": previous,
+            "message": f"finalize of {clean} queued as job {the_id}",
+        }
+    ), 202
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text exposition, read from Redis at scrape time."""
@@ -154,6 +228,13 @@ def _one_code(code: str) -> str:
         return normalize(code)
     except TickerError as exc:
         raise ApiError(400, str(exc), invalid=[code[:20]]) from None
+
+
+def _one_day(day: str) -> str:
+    try:
+        return parse_day(day)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _codes(value: Any, name: str) -> list[str]:

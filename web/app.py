@@ -34,14 +34,32 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def redis_for(settings: Settings) -> redis.Redis:
-    """The Redis client the web app uses: decoded strings, short timeouts."""
+def redis_for(settings: Settings, *, decode_responses: bool = True) -> redis.Redis:
+    """The Redis client the web app uses: decoded strings (except for RQ), short timeouts."""
     return redis.Redis.from_url(
         settings.redis_url.reveal(),
-        decode_responses=True,
+        decode_responses=decode_responses,
         socket_timeout=REDIS_TIMEOUT_S,
         socket_connect_timeout=REDIS_TIMEOUT_S,
         health_check_interval=15,
+    )
+
+
+def undecoded(client: redis.Redis) -> redis.Redis:
+    """A client on the same server (and fakeredis server) as ``client`` that returns bytes.
+
+    RQ keeps pickled job data in Redis, which a ``decode_responses=True`` client cannot read.
+    """
+    pool = client.connection_pool
+    kwargs = {
+        name: value
+        for name, value in pool.connection_kwargs.items()
+        # That handler object belongs to the original pool; the new pool makes its own.
+        if name != "maint_notifications_pool_handler"
+    }
+    kwargs["decode_responses"] = False
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     )
 
 
@@ -52,9 +70,15 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
 ) -> Flask:
     """Build the app. ``settings`` default to the environment; ``redis_client`` to one
-    built from ``settings.redis_url``; ``clock`` (aware datetimes) to the system clock."""
+    built from ``settings.redis_url``; ``clock`` (aware datetimes) to the system clock.
+    RQ (the Days section) uses a bytes-returning client on the same connection settings."""
     settings = settings if settings is not None else Settings.from_env()
-    client = redis_client if redis_client is not None else redis_for(settings)
+    if redis_client is None:
+        client = redis_for(settings)
+        jobs_client = redis_for(settings, decode_responses=False)
+    else:
+        client = redis_client
+        jobs_client = undecoded(redis_client)
     now = clock or _utc_now
     keys = Keys(settings.key_prefix, settings.partitions)
 
@@ -67,6 +91,7 @@ def create_app(
         client=client,
         clock=now,
         registry=make_registry(RedisCollector(client, keys, now)),
+        jobs_client=jobs_client,
     )
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)

@@ -1,7 +1,8 @@
-"""What one app instance holds: settings, the Redis client, the clock, the rate history."""
+"""What one app instance holds: settings, the Redis clients, the clock, the rate history."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +14,15 @@ from prometheus_client.registry import CollectorRegistry
 
 from pipeline.keys import Keys
 from pipeline.settings import Settings
+from web.days import (
+    BUSY,
+    DAYS_SHOWN,
+    ManifestCache,
+    is_day,
+    job_id,
+    job_states,
+    manifest_days,
+)
 from web.rates import FRAMES, RateTracker
 from web.snapshot import (
     HISTORY_STEP_S,
@@ -22,6 +32,7 @@ from web.snapshot import (
     read_state,
     today,
 )
+from writer.jobs import check_finished
 
 EXTENSION = "obpipe"
 
@@ -35,7 +46,12 @@ class WebContext:
     client: redis.Redis
     clock: Callable[[], datetime]
     registry: CollectorRegistry
+    jobs_client: redis.Redis
+    """The same Redis without response decoding, for RQ (which stores pickled data)."""
     tracker: RateTracker = field(default_factory=RateTracker)
+    manifests: ManifestCache = field(default_factory=ManifestCache)
+    finalize_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Makes "check the job's state, then enqueue" one step within this process."""
 
     @property
     def read_only(self) -> bool:
@@ -64,6 +80,43 @@ class WebContext:
         now = self.clock()
         raw = read_state(self.client, self.keys, today(now))
         self.tracker.observe(now.timestamp(), counters_of(raw))
+
+    def day_finished(self, day: str, now: datetime) -> bool:
+        """Whether ``day`` has ended in Jakarta time, grace period included."""
+        try:
+            check_finished(day, now, self.settings.finalize_grace_min)
+        except ValueError:  # DayNotFinishedError is one
+            return False
+        return True
+
+    def days(self) -> dict[str, Any]:
+        """The ``/api/days`` document: days with a manifest or a scheduled finalize job,
+        newest first, at most :data:`DAYS_SHOWN`, each with its manifest figures and the
+        state of its ``finalize-<day>`` job."""
+        now = self.clock()
+        members = self.client.smembers(self.keys.finalize_scheduled)
+        scheduled = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+        scheduled = {d for d in scheduled if is_day(d)}
+        data_dir = self.settings.data_dir
+        known = sorted(set(manifest_days(data_dir)) | scheduled, reverse=True)
+        shown = known[:DAYS_SHOWN]
+        states = job_states(self.jobs_client, shown)
+        self.manifests.keep_only(shown)
+        entries = []
+        for day in shown:
+            summary, error = self.manifests.summary(data_dir, day)
+            state = states[day]
+            entries.append(
+                {
+                    "day": day,
+                    "manifest": summary,
+                    "manifest_error": error,
+                    "scheduled": day in scheduled,
+                    "job": {"id": job_id(day), "state": state},
+                    "finalizable": state not in BUSY and self.day_finished(day, now),
+                }
+            )
+        return {"days": entries, "total": len(known), "today": today(now)}
 
 
 def current() -> WebContext:

@@ -259,6 +259,9 @@ def counters_of(raw: RawState) -> dict[str, float]:
         if frames is not None:
             values[f"t:{code}"] = float(frames)
             total += frames
+        trades = _number(fields.get("trades"))
+        if trades is not None:
+            values[f"tr:{code}"] = float(trades)
     values[rate_names.FRAMES] = total
     for status, _ in raw.ingestors:
         values[f"i:{status.id}"] = float(status.frames)
@@ -376,6 +379,7 @@ def build_status(
             "frames": _number(fields.get("frames")) or 0,
             "frames_per_s": _rate(rates, f"t:{code}"),
             "trades": _number(fields.get("trades")) or 0,
+            "trades_per_s": _rate(rates, f"tr:{code}"),
             "last_update": _iso(updated),
             "age_s": age,
             "freshness": freshness(age, market.open),

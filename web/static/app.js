@@ -3,13 +3,14 @@
  * All text from the API goes into the DOM through textContent (never innerHTML), and styles
  * are set through the CSSOM, so the page works under a CSP without 'unsafe-inline'.
  * The admin token lives only in sessionStorage of this tab and is sent only as a Bearer
- * header to /api/tickers.
+ * header to /api/tickers and /api/days/<day>/finalize.
  */
 (function () {
   "use strict";
 
   var body = document.body;
   var POLL_MS = Number(body.dataset.pollMs) || 1500;
+  var DAYS_POLL_MS = Number(body.dataset.daysPollMs) || 5000;
   var READ_ONLY = body.dataset.readOnly === "true";
   var STALE_AFTER_MS = Math.max(4000, POLL_MS * 3);
   var TOKEN_KEY = "obpipe.adminToken";
@@ -20,6 +21,10 @@
   var clockOffsetMs = 0; // server time - browser time
   var depthCode = null;
   var depthTimer = null;
+  var lastDays = null; // the last /api/days answer, redrawn when the token changes
+  var daysTimer = null;
+  var daysBusy = false; // a /api/days request is in flight
+  var daysFastUntil = 0; // poll /api/days quickly until then (after a finalize request)
 
   function $(id) { return document.getElementById(id); }
 
@@ -219,7 +224,7 @@
   function renderTickers(tickers) {
     var codes = Object.keys(tickers).sort();
     $("ticker-count").textContent = codes.length ? "(" + codes.length + ")" : "";
-    if (!codes.length) { replace($("tickers"), [emptyRow(8, "No tickers: add some below.")]); return; }
+    if (!codes.length) { replace($("tickers"), [emptyRow(10, "No tickers: add some below.")]); return; }
     replace($("tickers"), codes.map(function (code) {
       var t = tickers[code];
       var codeBtn = el("button", { cls: "link code", text: code, title: "show depth" });
@@ -239,7 +244,8 @@
       }
       var row = el("tr", { data: { code: code } }, [
         el("td", {}, [codeBtn, t.desired ? null : el("span", { cls: "muted small", text: " leaving" })]),
-        num(fmtInt(t.frames), "frames opt"), num(fmtRate(t.frames_per_s)), age,
+        num(fmtInt(t.frames), "frames opt"), num(fmtRate(t.frames_per_s)),
+        num(fmtInt(t.trades), "trades opt"), num(fmtRate(t.trades_per_s), "trades-rate"), age,
         num(t.best_bid === null ? "—" : fmtInt(t.best_bid)),
         num(t.best_offer === null ? "—" : fmtInt(t.best_offer)),
         num(spread, "opt"), act
@@ -321,6 +327,146 @@
       })
       .catch(function (err) { lastError = err && err.message ? err.message : String(err); })
       .then(function () { tick(); setTimeout(poll, POLL_MS); });
+  }
+
+  /* ---------- days ---------- */
+
+  var JOB_STATES = {
+    none: ["no job", "gray"],
+    scheduled: ["scheduled", "gray"],
+    queued: ["queued", "amber"],
+    started: ["running", "amber"],
+    deferred: ["deferred", "amber"],
+    finished: ["finished", "green"],
+    failed: ["failed", "red"],
+    stopped: ["stopped", "red"],
+    canceled: ["canceled", "gray"]
+  };
+  var BUSY_STATES = ["queued", "started"];
+
+  function dayRow(d) {
+    var m = d.manifest;
+    var dayCell = el("td", { cls: "day" });
+    if (m || d.manifest_error) {
+      var link = el("a", { text: d.day, title: "manifest JSON" });
+      link.href = "/api/days/" + encodeURIComponent(d.day);
+      dayCell.appendChild(link);
+    } else {
+      dayCell.textContent = d.day;
+    }
+    var verified;
+    if (d.manifest_error) {
+      verified = el("span", { cls: "badge red", text: "unreadable", title: d.manifest_error });
+    } else if (!m) {
+      verified = el("span", { cls: "muted", text: "not yet" });
+    } else if (m.ok) {
+      verified = el("span", { cls: "badge green", text: "ok" });
+    } else {
+      verified = el("span", {
+        cls: "badge red",
+        text: m.problems + (m.problems === 1 ? " problem" : " problems"),
+        title: m.first_problems.join("\n")
+      });
+    }
+    var st = JOB_STATES[d.job.state] || [d.job.state, "gray"];
+    var job = el("span", { cls: "badge " + st[1], text: st[0], data: { state: d.job.state } });
+    job.title = d.job.id;
+    var jobCell = el("td", { cls: "job" }, [el("div", { cls: "job-cell" }, [job])]);
+    var actions = jobCell.firstChild;
+    if (!READ_ONLY && token()) {
+      if (d.finalizable) {
+        var again = !!(m || d.manifest_error) || d.job.state === "finished" || d.job.state === "failed";
+        var btn = el("button", { cls: "small-btn", text: again ? "Run again" : "Finalize" });
+        btn.type = "button";
+        btn.dataset.finalize = d.day;
+        btn.title = "run finalize_day(" + d.day + ") now";
+        actions.appendChild(btn);
+      } else if (BUSY_STATES.indexOf(d.job.state) < 0) {
+        actions.appendChild(el("span", { cls: "muted small", text: "day not over" }));
+      }
+    }
+    return el("tr", { data: { day: d.day } }, [
+      dayCell,
+      el("td", {}, [verified]),
+      num(m ? fmtInt(m.files) : "—", "opt"),
+      num(m ? fmtInt(m.rows) : "—"),
+      num(m ? fmtBytes(m.bytes) : "—", "opt"),
+      num(m ? fmtInt(m.tickers) : "—", "opt"),
+      num(m ? fmtInt(m.gaps) : "—", "opt"),
+      el("td", { cls: "opt", text: m && m.compressed ? "gz" : "" }),
+      jobCell
+    ]);
+  }
+
+  function renderDays(doc) {
+    lastDays = doc;
+    var days = doc.days;
+    $("days-count").textContent = doc.total > days.length
+      ? "(newest " + days.length + " of " + doc.total + ")"
+      : days.length ? "(" + days.length + ")" : "";
+    $("days-hint").hidden = READ_ONLY || !!token() || !days.length;
+    if (!days.length) {
+      replace($("days"), [emptyRow(9, "No finished or scheduled days yet.")]);
+      return;
+    }
+    replace($("days"), days.map(dayRow));
+  }
+
+  function pollDays() {
+    clearTimeout(daysTimer);
+    if (daysBusy) return;
+    daysBusy = true;
+    var busy = false;
+    fetch("/api/days", { cache: "no-store", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (d) {
+          if (!r.ok) throw new Error(d.error || "HTTP " + r.status);
+          return d;
+        });
+      })
+      .then(function (d) {
+        renderDays(d);
+        busy = d.days.some(function (x) { return BUSY_STATES.indexOf(x.job.state) >= 0; });
+      })
+      .catch(function () { /* the stale banner reports outages; keep the last table */ })
+      .then(function () {
+        daysBusy = false;
+        var fast = busy || Date.now() < daysFastUntil;
+        daysTimer = setTimeout(pollDays, fast ? POLL_MS : DAYS_POLL_MS);
+      });
+  }
+
+  function sayDays(text, kind) {
+    var msg = $("days-msg");
+    msg.textContent = text;
+    msg.className = "msg " + (kind || "");
+  }
+
+  function finalizeDay(day, button) {
+    if (!token()) { sayDays("Enter the admin token under Control first.", "red"); return; }
+    button.disabled = true;
+    fetch("/api/days/" + encodeURIComponent(day) + "/finalize", {
+      method: "POST",
+      cache: "no-store",
+      headers: { Authorization: "Bearer " + token() }
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (d) {
+        if (r.status === 401) {
+          setToken("");
+          sayDays("Admin token refused: " + (d.error || "unauthorized") + ". Enter it again under Control.", "red");
+        } else if (!r.ok) {
+          sayDays(d.error || "HTTP " + r.status, "red");
+        } else {
+          sayDays(d.message || "queued", "green");
+        }
+      });
+    }).catch(function (err) {
+      sayDays("Could not reach the server: " + err.message, "red");
+    }).then(function () {
+      button.disabled = false;
+      daysFastUntil = Date.now() + 30000;
+      pollDays();
+    });
   }
 
   /* ---------- depth ladder ---------- */
@@ -408,6 +554,7 @@
     var has = !!token();
     $("token-form").hidden = has;
     $("token-saved").hidden = !has;
+    if (lastDays) renderDays(lastDays);
   }
   function say(text, kind) {
     var msg = $("control-msg");
@@ -466,10 +613,12 @@
     if (!(target instanceof HTMLElement)) return;
     if (target.dataset.depth) { openDepth(target.dataset.depth); return; }
     if (target.dataset.remove) { changeTickers({ remove: [target.dataset.remove] }); return; }
+    if (target.dataset.finalize) { finalizeDay(target.dataset.finalize, target); return; }
     if (target.id === "depth-close") closeDepth();
   });
 
   setupControl();
   setInterval(tick, 1000);
   poll();
+  pollDays();
 })();
