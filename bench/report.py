@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.embedded_redis import RedisUnavailableError, find_server_binary
+
 
 def machine() -> str:
     """One line describing where the figures were measured."""
@@ -27,10 +29,13 @@ def machine() -> str:
     except OSError:
         pass
     try:
-        version = subprocess.run(
-            ["redis-server", "--version"], capture_output=True, text=True, check=False
-        ).stdout.split()[2]
-    except (OSError, IndexError):
+        binary = find_server_binary()
+        version = (
+            subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+            .stdout.split()[2]
+            .removeprefix("v=")
+        )
+    except (OSError, IndexError, RedisUnavailableError):
         version = "?"
     return (
         f"{os.cpu_count()} CPU ({cpu}), Python {platform.python_version()}, "
