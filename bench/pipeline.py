@@ -62,8 +62,8 @@ def _stack(work: Path, sim_args: tuple[str, ...]) -> Stack:
     return stack
 
 
-def _counts(stack: Stack) -> tuple[int, int]:
-    """(frames acknowledged by Redis, order-book rows committed) so far.
+def _counts(stack: Stack) -> tuple[int, dict[str, int]]:
+    """(frames acknowledged by Redis, order-book rows committed per file) so far.
 
     Read from counters that move with every batch and every commit (the per-ticker hashes and
     the writers' per-day row counts), not from the once-a-heartbeat status documents, whose
@@ -78,12 +78,12 @@ def _counts(stack: Stack) -> tuple[int, int]:
         pipe.hgetall(KEYS.day_counts(day.isoformat()))
     replies = pipe.execute()
     frames = sum(int(v or 0) for v in replies[: len(TICKERS)])
-    rows = sum(
-        int(n)
+    rows = {
+        path.decode(): int(n)
         for counts in replies[len(TICKERS) :]
         for path, n in counts.items()
         if path.startswith(b"orderbook/")
-    )
+    }
     return frames, rows
 
 
@@ -101,24 +101,30 @@ def ours_once(work: Path, pace: int | None = None) -> tuple[float, float, float]
         lag = max((s.lag_seconds for s in stack.live()["writers"]), default=0.0)
     finally:
         stack.stop()
-    levels = levels_per_snapshot(stack.data_dir / "orderbook")
-    return (frames1 - frames0) / elapsed, (rows1 - rows0) / levels / elapsed, lag
+    # Snapshots committed per file = its rows committed / its rows per snapshot (ladders are
+    # not all 60 deep, and their depth differs by ticker).
+    snapshots = sum(
+        (rows1[path] - rows0.get(path, 0)) / levels_per_snapshot(stack.data_dir / path)
+        for path in rows1
+    )
+    return (frames1 - frames0) / elapsed, snapshots / elapsed, lag
 
 
-def levels_per_snapshot(folder: Path) -> float:
-    """Average rows per snapshot in the CSV files of ``folder`` (ladders are not always 60
-    deep); the header line, if any, is skipped."""
-    rows = snapshots = 0
-    for path in sorted(folder.glob("*.csv"))[:3]:
-        seen = set()
-        with path.open() as handle:
-            next(handle, None)
-            for line in handle:
-                parts = line.split(",", 8)
-                seen.add((parts[0], parts[4], parts[7]))
-                rows += 1
-        snapshots += len(seen)
-    return rows / snapshots if snapshots else float(LEVELS)
+def levels_per_snapshot(path: Path, sample: int = 60_000) -> float:
+    """Average rows per snapshot over the first ``sample`` rows of a CSV file (header
+    skipped if present)."""
+    rows = 0
+    seen = set()
+    with path.open() as handle:
+        for line in handle:
+            if line.startswith("timestamp,"):
+                continue
+            parts = line.split(",", 8)
+            seen.add((parts[0], parts[4], parts[7]))
+            rows += 1
+            if rows >= sample:
+                break
+    return rows / len(seen) if seen else float(LEVELS)
 
 
 def sustained(offered: int, ingested: float, committed: float, lag: float) -> bool:

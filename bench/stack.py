@@ -27,16 +27,20 @@ from simulator.harness import SimulatorProcess
 KEYS = Keys()
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> Any:
-    """Poll ``condition`` every 0.1 s until truthy; raise TimeoutError naming ``what``."""
+def wait_for(
+    condition: Callable[[], object], timeout: float = 20.0, what: str = "", every: float = 0.05
+) -> Any:
+    """Poll ``condition`` until it returns something truthy (and return it); raise
+    TimeoutError naming ``what`` after ``timeout`` seconds. Tests and benchmarks wait on
+    conditions with deadlines rather than sleeping fixed times."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or condition}")
+        time.sleep(every)
 
 
 class Stack:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import redis
 
+from bench.stack import wait_for
 from pipeline import status as status_command
 from pipeline import tickers_command
 from pipeline.embedded_redis import EmbeddedRedis
@@ -38,18 +39,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(180)]
 KEYS = Keys()
 KEY_SHAPE = re.compile(r"[A-Za-z0-9+/]{43}=")
 """A Stockbit/simulator WS key: base64 of 32 bytes."""
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
 
 
 class Ingestor:
