@@ -161,9 +161,9 @@ def naive_once(work: Path) -> tuple[float, float]:
         sim.stop()
         client.close()
         server.stop()
-    return (frames1 - frames0) / elapsed, (rows1 - rows0) / levels_per_snapshot(
-        work / "csv"
-    ) / elapsed
+    files = sorted((work / "csv").glob("*.csv"))
+    levels = statistics.mean(levels_per_snapshot(f) for f in files) if files else LEVELS
+    return (frames1 - frames0) / elapsed, (rows1 - rows0) / levels / elapsed
 
 
 def latency_once(work: Path, offered: int) -> list[float]:
