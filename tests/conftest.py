@@ -1,10 +1,13 @@
-"""Shared fixtures: a real redis-server per test session, and a clean database per test."""
+"""Shared fixtures: a real redis-server per test session and a clean database per test; a
+fakeredis client and a settable clock for view tests."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
+import fakeredis
 import pytest
 import redis
 
@@ -33,6 +36,24 @@ def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A decoded-responses client on a flushed database."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+class Clock:
+    """A settable clock, for apps that take one (``create_app(clock=...)``)."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+
+@pytest.fixture
+def fake() -> Iterator[fakeredis.FakeRedis]:
+    """A decoding fakeredis client (single-function and Flask view tests only)."""
+    client = fakeredis.FakeRedis(decode_responses=True)
     yield client
     client.close()
 

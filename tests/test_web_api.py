@@ -7,7 +7,6 @@ invalid tickers (400 naming them), unknown things (404) and Redis outages (503).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from pipeline.secret import Secret
 from pipeline.settings import Settings
 from pipeline.status import IngestorStatus, WriterStatus
 from stockbit.timestamps import WIB
+from tests.conftest import Clock
 from web.app import create_app
 
 TOKEN = "correct-horse-battery"
@@ -31,23 +31,6 @@ NOW = datetime(2026, 3, 2, 10, 0, 0, tzinfo=WIB)  # a Monday, in session 1
 DAY = "2026-03-02"
 KEYS = Keys()
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class Clock:
-    """A settable clock for the app."""
-
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-
-@pytest.fixture
-def fake() -> Iterator[fakeredis.FakeRedis]:
-    client = fakeredis.FakeRedis(decode_responses=True)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ with a real RQ worker on the session's redis-server and reads the result back th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from pipeline.keys import Keys
 from pipeline.secret import Secret
 from pipeline.settings import Settings
 from stockbit.timestamps import WIB
+from tests.conftest import Clock
 from web.app import create_app, undecoded
 from web.days import parse_day, summarize
 from writer.jobs import QUEUE, finalize_day
@@ -35,23 +35,6 @@ TOKEN = "correct-horse-battery"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NOW = datetime(2026, 3, 2, 10, 0, 0, tzinfo=WIB)  # a Monday
 KEYS = Keys()
-
-
-class Clock:
-    """A settable clock for the app."""
-
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-
-@pytest.fixture
-def fake() -> Iterator[fakeredis.FakeRedis]:
-    client = fakeredis.FakeRedis(decode_responses=True)
-    yield client
-    client.close()
 
 
 @pytest.fixture
