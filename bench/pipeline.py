@@ -35,6 +35,7 @@ import redis
 from bench.naive import TICKERS
 from bench.report import spread
 from bench.stack import Stack, wait_for
+from bench.writer import stream_id, watch_commits
 from pipeline.embedded_redis import EmbeddedRedis
 from pipeline.keys import Keys
 from simulator.harness import SimulatorProcess
@@ -172,10 +173,10 @@ def latency_once(work: Path, offered: int) -> list[float]:
     stack = _stack(work, ("--rate", str(rate)))
     assert stack.client is not None
     stamps: dict[tuple[int, bytes], float] = {}
-    commits: list[tuple[int, bytes, int]] = []
+    commits: list[tuple[int, tuple[int, int], int]] = []
     done = threading.Event()
     tail = threading.Thread(target=_tail, args=(stack.redis.url, stamps, done))
-    watch = threading.Thread(target=_commits, args=(stack.redis.url, commits, done))
+    watch = threading.Thread(target=watch_commits, args=(stack.redis.url, KEYS, commits, done))
     try:
         time.sleep(WARMUP_S)
         tail.start()
@@ -187,11 +188,6 @@ def latency_once(work: Path, offered: int) -> list[float]:
     finally:
         stack.stop()
     return _match(stamps, commits)
-
-
-def _id(raw: bytes) -> tuple[int, int]:
-    ms, _, seq = raw.partition(b"-")
-    return int(ms), int(seq or 0)
 
 
 def _tail(url: str, stamps: dict[tuple[int, bytes], float], done: threading.Event) -> None:
@@ -211,31 +207,15 @@ def _tail(url: str, stamps: dict[tuple[int, bytes], float], done: threading.Even
     client.close()
 
 
-def _commits(url: str, commits: list[tuple[int, bytes, int]], done: threading.Event) -> None:
-    """Poll the commit records every 2 ms: (partition, committed id, commit time ms)."""
-    client = redis.Redis.from_url(url)
-    seen: dict[int, bytes] = {}
-    while not done.is_set():
-        pipe = client.pipeline(transaction=False)
-        for p in range(KEYS.partitions):
-            pipe.hmget(KEYS.commit(p), ["id", "at"])
-        for p, (cid, at) in enumerate(pipe.execute()):
-            if cid is not None and seen.get(p) != cid:
-                seen[p] = cid
-                commits.append((p, cid, int(at)))
-        time.sleep(0.002)
-    client.close()
-
-
 def _match(
-    stamps: dict[tuple[int, bytes], float], commits: list[tuple[int, bytes, int]]
+    stamps: dict[tuple[int, bytes], float], commits: list[tuple[int, tuple[int, int], int]]
 ) -> list[float]:
     by_part: dict[int, list[tuple[tuple[int, int], int]]] = {}
     for part, cid, at in commits:
-        by_part.setdefault(part, []).append((_id(cid), at))
+        by_part.setdefault(part, []).append((cid, at))
     out = []
-    for (part, entry_id), exchange in stamps.items():
-        key = _id(entry_id)
+    for (part, raw_id), exchange in stamps.items():
+        key = stream_id(raw_id)
         when = next((at for cid, at in by_part.get(part, []) if cid >= key), None)
         if when is not None:
             out.append(when / 1000 - exchange)

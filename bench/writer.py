@@ -179,7 +179,7 @@ def latency(url: str, root: Path) -> list[float]:
     proc = subprocess.Popen([sys.executable, "-m", "writer"], env=env)
     seen: list[tuple[int, tuple[int, int], int]] = []
     done = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(url, keys, seen, done))
+    watcher = threading.Thread(target=watch_commits, args=(url, keys, seen, done))
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -197,15 +197,15 @@ def latency(url: str, root: Path) -> list[float]:
             chunk = recs[n : n + batch]
             for rec in chunk:
                 pipe.xadd(keys.stream_for(rec.code), rec.fields())  # type: ignore[arg-type]
-            for rec, entry_id in zip(chunk, pipe.execute(), strict=True):
-                added.append((_part(keys, rec.code), _id(entry_id)))
+            for rec, new_id in zip(chunk, pipe.execute(), strict=True):
+                added.append((_part(keys, rec.code), stream_id(new_id)))
             pause = start + (n + batch) / OFFERED_RATE - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
         last = {p: i for p, i in added}
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not all(
-            (c := client.hget(keys.commit(p), "id")) is not None and _id(c) >= i
+            (c := client.hget(keys.commit(p), "id")) is not None and stream_id(c) >= i
             for p, i in last.items()
         ):
             time.sleep(0.05)
@@ -223,7 +223,8 @@ def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-def _id(raw: bytes | str) -> tuple[int, int]:
+def stream_id(raw: bytes | str) -> tuple[int, int]:
+    """A stream entry id (``ms-seq``) as a comparable pair."""
     ms, seq = _text(raw).split("-")
     return int(ms), int(seq)
 
@@ -232,7 +233,7 @@ def _part(keys: Keys, code: str) -> int:
     return int(keys.stream_for(code).rsplit(":", 1)[1])
 
 
-def _watch(
+def watch_commits(
     url: str, keys: Keys, seen: list[tuple[int, tuple[int, int], int]], done: threading.Event
 ) -> None:
     """Poll the commit records: (partition, committed id, commit time ms) as they change."""
@@ -245,7 +246,7 @@ def _watch(
         for p, (cid, at) in enumerate(pipe.execute()):
             if cid is not None and last.get(p) != cid:
                 last[p] = cid
-                seen.append((p, _id(cid), int(at)))
+                seen.append((p, stream_id(cid), int(at)))
         time.sleep(0.002)
     client.close()
 

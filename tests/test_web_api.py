@@ -38,9 +38,12 @@ def clock() -> Clock:
     return Clock(NOW)
 
 
-def make_app(client: redis.Redis, clock: Clock, data_dir: Path, token: str | None = TOKEN) -> Flask:
+def make_app(
+    client: redis.Redis, clock: Clock, data_dir: Path, token: str | None = TOKEN, **extra: Any
+) -> Flask:
+    """The app over an injected client and clock; ``extra`` are further Settings fields."""
     settings = Settings(
-        data_dir=data_dir, web_admin_token=Secret(token) if token is not None else None
+        data_dir=data_dir, web_admin_token=Secret(token) if token is not None else None, **extra
     )
     app = create_app(settings, redis_client=client, clock=clock)
     app.testing = True

@@ -15,18 +15,16 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
-from flask import Flask
 from flask.testing import FlaskClient
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
 
 from pipeline.keys import Keys
-from pipeline.secret import Secret
-from pipeline.settings import Settings
 from stockbit.timestamps import WIB
 from tests.conftest import Clock
-from web.app import create_app, undecoded
+from tests.test_web_api import make_app
+from web.app import undecoded
 from web.days import parse_day, summarize
 from writer.jobs import QUEUE, finalize_day
 from writer.rows import BOOK_HEADER
@@ -46,17 +44,6 @@ def raw(fake: fakeredis.FakeRedis) -> redis.Redis:
 @pytest.fixture
 def clock() -> Clock:
     return Clock(NOW)
-
-
-def make_app(
-    client: redis.Redis, clock: Clock, data_dir: Path, token: str | None = TOKEN, **extra: Any
-) -> Flask:
-    settings = Settings(
-        data_dir=data_dir, web_admin_token=Secret(token) if token is not None else None, **extra
-    )
-    app = create_app(settings, redis_client=client, clock=clock)
-    app.testing = True
-    return app
 
 
 @pytest.fixture
