@@ -6,6 +6,7 @@ COPY stockbit stockbit
 COPY pipeline pipeline
 COPY ingestor ingestor
 COPY writer writer
+COPY jobs jobs
 COPY web web
 COPY simulator simulator
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from pipeline.layout import GAPS, ORDERBOOK, Layout, code_of
 from stockbit.book import parse_body
 from stockbit.timestamps import parse_iso, wib_iso
 
@@ -86,7 +87,7 @@ def sent_books(journal: Path) -> dict[Snapshot, str]:
 def gap_windows(data_dir: Path) -> list[tuple[datetime, datetime, set[str], str]]:
     """(start, end, tickers, cause) of every recorded gap (empty tickers = all)."""
     windows = []
-    for path in sorted((data_dir / "gaps").glob("*.csv")):
+    for path in sorted(Layout(data_dir).folder(GAPS).glob("*.csv")):
         with path.open(newline="") as handle:
             for row in csv.DictReader(handle):
                 tickers = {t for t in row.get("tickers", "").split(",") if t}
@@ -102,8 +103,8 @@ def run(journal: Path, data_dir: Path) -> Audit:
     sent = sent_books(journal)
     audit.frames = len(sent)
     seen: dict[Snapshot, int] = defaultdict(int)
-    for path in sorted((data_dir / "orderbook").glob("*.csv")):
-        code = path.name.split("_", 1)[1].removesuffix(".csv")
+    for path in sorted(Layout(data_dir).folder(ORDERBOOK).glob("*.csv")):
+        code = code_of(path)
         _read_file(path, code, sent, seen, audit)
     audit.snapshots_on_disk = len(seen)
     audit.duplicated = sum(count - 1 for count in seen.values() if count > 1)

@@ -36,8 +36,10 @@ from bench.naive import TICKERS
 from bench.report import spread
 from bench.stack import Stack, wait_for
 from bench.writer import stream_id, watch_commits
+from pipeline.days import day_of
 from pipeline.embedded_redis import EmbeddedRedis
 from pipeline.keys import Keys
+from pipeline.layout import ORDERBOOK, kind_of
 from simulator.harness import SimulatorProcess
 from stockbit.timestamps import WIB, parse_iso
 
@@ -74,16 +76,16 @@ def _counts(stack: Stack) -> tuple[int, dict[str, int]]:
     pipe = stack.client.pipeline(transaction=False)
     for code in TICKERS:
         pipe.hget(KEYS.ticker(code), "frames")
-    today = datetime.now(WIB).date()
-    for day in (today - timedelta(days=1), today):
-        pipe.hgetall(KEYS.day_counts(day.isoformat()))
+    now = datetime.now(WIB)
+    for moment in (now - timedelta(days=1), now):
+        pipe.hgetall(KEYS.day_counts(day_of(moment)))
     replies = pipe.execute()
     frames = sum(int(v or 0) for v in replies[: len(TICKERS)])
     rows = {
         path.decode(): int(n)
         for counts in replies[len(TICKERS) :]
         for path, n in counts.items()
-        if path.startswith(b"orderbook/")
+        if kind_of(path.decode()) == ORDERBOOK
     }
     return frames, rows
 

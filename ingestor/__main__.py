@@ -1,5 +1,8 @@
 """``python -m ingestor``: the same program as ``obpipe ingest``."""
 
-from ingestor.service import main
+import sys
 
-raise SystemExit(main())
+from pipeline.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["ingest", *sys.argv[1:]]))

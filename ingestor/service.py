@@ -11,7 +11,6 @@ and exit 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -39,7 +38,7 @@ from pipeline import status as st
 from pipeline.keys import Keys
 from pipeline.records import GapRecord
 from pipeline.settings import Settings
-from pipeline.startup import EXIT_CONFIG, boot
+from pipeline.startup import EXIT_CONFIG
 from stockbit.timestamps import wib_iso
 
 log = logging.getLogger("ingestor")
@@ -322,41 +321,8 @@ class Ingestor:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``obpipe ingest``."""
-    parser = argparse.ArgumentParser(
-        prog="obpipe ingest",
-        description=(
-            "Stream Stockbit order books (and trades) into Redis Streams. Configured by the "
-            "environment: REDIS_URL, STOCKBIT_WS_URL, STOCKBIT_API_URL, STOCKBIT_TOKEN or "
-            "STOCKBIT_TOKEN_FILE, STOCKBIT_USER_ID, STOCKBIT_WS_KEY, TICKERS, REPLICATION, "
-            "PING_INTERVAL_S, DEAD_AFTER_S, HEARTBEAT_S, STATUS_TTL_S, INGEST_BUFFER_MAX, "
-            "STREAM_MAXLEN, OBPIPE_ID (see README.md)."
-        ),
-    )
-    parser.add_argument(
-        "--auth-retry",
-        type=float,
-        default=AUTH_RETRY_S,
-        metavar="S",
-        help="seconds between retries after an authentication failure (default %(default)s; "
-        "a change of the token file retries at once)",
-    )
-    parser.add_argument(
-        "--handover",
-        type=float,
-        default=2.0,
-        metavar="S",
-        help="seconds a ticker moved to another ingestor stays subscribed here (default "
-        "%(default)s), so the hand-over overlaps instead of leaving a hole",
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``obpipe ingest`` / ``python -m ingestor``."""
-    args = build_parser().parse_args(argv)
-    settings = boot("ingestor")
+def run_ingestor(settings: Settings, *, auth_retry_s: float, handover_s: float) -> int:
+    """``obpipe ingest``: run one ingestor until SIGTERM; returns the exit code."""
     if not settings.has_stockbit_token:
         print(
             "ingestor: no Stockbit token: set STOCKBIT_TOKEN or STOCKBIT_TOKEN_FILE "
@@ -366,10 +332,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
     async def go() -> int:
-        return await Ingestor(settings, args.auth_retry, args.handover).run()
+        return await Ingestor(settings, auth_retry_s, handover_s).run()
 
     return asyncio.run(go())
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,61 +1,582 @@
-"""The ``obpipe`` console script: one subcommand per process or task.
+"""The ``obpipe`` console script: every subcommand's parser, in one place.
 
-Each subcommand hands the rest of the command line to the ``main(argv)`` of the module that
-owns it, so ``obpipe ingest`` and ``python -m ingestor`` are the same program.
+Each subcommand parses its flags here, reads the settings once (:func:`pipeline.startup.boot`)
+and hands them, with the parsed options, to the one function of the package that owns the
+work. Packages are imported only for the command that runs, so ``obpipe simulate`` does not load
+the writer. ``python -m ingestor|writer|web|simulator|jobs`` call :func:`main` with their command.
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import json
+import socket
 import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("pipeline.supervisor", "run the whole pipeline on this machine (embedded Redis)"),
-    "ingest": ("ingestor.service", "websocket session(s) -> Redis Streams"),
-    "write": ("writer.service", "Redis Streams -> daily CSV files"),
-    "web": ("web.service", "status page and JSON API"),
-    "simulate": ("simulator.service", "a Stockbit-compatible feed server"),
-    "jobs": ("writer.worker", "RQ worker for end-of-day jobs"),
-    "status": ("pipeline.status", "print the live state from Redis"),
-    "tickers": ("pipeline.tickers_command", "show or change the desired ticker set"),
-    "finalize": ("writer.finalize_command", "verify and summarise a finished day"),
-}
+EXIT_USAGE = 2
+"""Bad input on the command line (argparse uses it too)."""
+
+Handler = Callable[[argparse.Namespace], int]
 
 
-def usage() -> str:
-    """The help text listing every subcommand."""
-    width = max(len(name) for name in COMMANDS)
-    lines = [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
-    return (
-        "usage: obpipe <command> [options]\n\ncommands:\n"
-        + "\n".join(lines)
-        + (
-            "\n\n`obpipe <command> --help` describes each command's options; the environment "
-            "variables are listed in README.md and .env.example."
-        )
+# -- argument types ------------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65_535:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..65535")
+    return value
+
+
+def _instant(text: str) -> datetime:
+    from pipeline.days import WIB  # noqa: PLC0415
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 date-time: {text!r}") from None
+    # A bare time is Jakarta time, as on the exchange.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=WIB)
+
+
+def _day(text: str) -> str:
+    from pipeline.days import DayError, check_day  # noqa: PLC0415
+
+    try:
+        return check_day(text)
+    except DayError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# -- handlers: settings once, then the owning package does the work --------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.startup import boot  # noqa: PLC0415
+    from pipeline.supervisor import run_pipeline  # noqa: PLC0415
+
+    return run_pipeline(
+        boot("run"),
+        ingestors=args.ingestors,
+        writers=args.writers,
+        web=not args.no_web,
+        worker=not args.no_worker,
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``obpipe <command> ...``; returns the process exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(usage())
+def _ingest(args: argparse.Namespace) -> int:
+    from ingestor.service import run_ingestor  # noqa: PLC0415
+    from pipeline.startup import boot  # noqa: PLC0415
+
+    return run_ingestor(boot("ingestor"), auth_retry_s=args.auth_retry, handover_s=args.handover)
+
+
+def _write(_args: argparse.Namespace) -> int:
+    from pipeline.startup import boot  # noqa: PLC0415
+    from writer.service import run_writer  # noqa: PLC0415
+
+    return run_writer(boot("writer"))
+
+
+def _web(args: argparse.Namespace) -> int:
+    from pipeline.startup import boot  # noqa: PLC0415
+    from web.service import serve  # noqa: PLC0415
+
+    settings = boot("web")
+    return serve(
+        settings,
+        host=args.host or settings.web_host,
+        port=settings.web_port if args.port is None else args.port,
+        port_file=args.port_file,
+        threads=args.threads,
+    )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from simulator.credentials import mint_token  # noqa: PLC0415
+    from simulator.options import Faults, Options  # noqa: PLC0415
+    from simulator.service import run_simulator  # noqa: PLC0415
+
+    if args.print_token:
+        print(mint_token(args.secret, time.time(), args.user_id, args.token_ttl))
         return 0
-    command, rest = args[0], args[1:]
-    entry = COMMANDS.get(command)
-    if entry is None:
-        print(f"obpipe: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
-        return 2
+    options = Options(
+        host=args.host,
+        port=args.port,
+        port_file=args.port_file,
+        secret=args.secret,
+        ping_window=args.ping_window,
+        levels=args.levels,
+        rate=args.rate,
+        max_rate=args.max_rate,
+        pace=args.pace,
+        clock_start=args.clock_start,
+        clock_speed=args.clock_speed,
+        journal=args.journal,
+        seed=args.seed,
+        faults=Faults(
+            drop_every=args.drop_every,
+            malformed_every=args.malformed_every,
+            stall_every=args.stall_every,
+            stall_for=args.stall_for,
+            expire_token_after=args.expire_token_after,
+        ),
+    )
+    return run_simulator(options, args.log_level)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from jobs.worker import work  # noqa: PLC0415
+    from pipeline.startup import boot  # noqa: PLC0415
+
+    return work(boot("jobs"), burst=args.burst)
+
+
+def _status(args: argparse.Namespace) -> int:
+    import redis  # noqa: PLC0415
+
+    from pipeline.keys import Keys  # noqa: PLC0415
+    from pipeline.startup import boot  # noqa: PLC0415
+    from pipeline.status import check, render  # noqa: PLC0415
+
+    settings = boot("status")
+    client = redis.Redis.from_url(settings.redis_url.reveal(), socket_timeout=5)
+    keys = Keys(settings.key_prefix, settings.partitions)
     try:
-        module = importlib.import_module(entry[0])
-    except ModuleNotFoundError as exc:
-        if exc.name and entry[0].startswith(exc.name):
-            print(f"obpipe: {command!r} is not available in this build", file=sys.stderr)
-            return 2
-        raise
-    code: int = module.main(rest)
-    return code
+        if args.check:
+            ok, reason = check(client, keys, args.check, socket.gethostname())
+            print(reason)
+            return 0 if ok else 1
+        print(render(client, keys, args.gaps))
+    except redis.RedisError as exc:
+        print(f"status: cannot read Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+def _tickers(args: argparse.Namespace) -> int:
+    import redis  # noqa: PLC0415
+
+    from pipeline.desired import add, desired, remove  # noqa: PLC0415
+    from pipeline.keys import Keys  # noqa: PLC0415
+    from pipeline.startup import boot  # noqa: PLC0415
+    from pipeline.ticker import TickerError  # noqa: PLC0415
+
+    settings = boot("tickers")
+    keys = Keys(settings.key_prefix, settings.partitions)
+    client = redis.Redis.from_url(settings.redis_url.reveal(), socket_timeout=5)
+    try:
+        if args.action == "add":
+            print(f"added {', '.join(add(client, keys, args.codes))}")
+        elif args.action == "remove":
+            print(f"removed {', '.join(remove(client, keys, args.codes))}")
+        current = desired(client, keys)
+        print(f"desired tickers ({len(current)}): {','.join(current) or '-'}")
+    except TickerError as exc:
+        print(f"tickers: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except redis.RedisError as exc:
+        print(f"tickers: cannot reach Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+def _finalize(args: argparse.Namespace) -> int:
+    import redis  # noqa: PLC0415
+
+    from jobs.finalize import DayNotFinishedError, finalize_day  # noqa: PLC0415
+    from jobs.queue import FinalizeBusyError, enqueue_finalize, job_kwargs  # noqa: PLC0415
+    from pipeline.startup import boot  # noqa: PLC0415
+
+    settings = boot("finalize")
+    client = redis.Redis.from_url(settings.redis_url.reveal())
+    kwargs = job_kwargs(settings)
+    try:
+        if args.enqueue:
+            job = enqueue_finalize(client, args.day, kwargs)
+            print(f"queued finalize_day({args.day}) as job {job.id}")
+            return 0
+        result: dict[str, Any] = finalize_day(args.day, connection=client, **kwargs)  # type: ignore[arg-type]
+    except (DayNotFinishedError, FinalizeBusyError) as exc:
+        print(f"obpipe finalize: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except redis.RedisError as exc:
+        print(f"obpipe finalize: cannot reach Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    summary = {k: result[k] for k in ("day", "ok", "problems")}
+    summary["files"] = len(result["files"])
+    print(json.dumps(summary, indent=2))
+    return 0 if result["ok"] else 1
+
+
+# -- parsers -------------------------------------------------------------------------------
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the whole pipeline on this machine (embedded Redis)",
+        description="Run the whole pipeline on this machine: embedded Redis (unless REDIS_URL), "
+        "the simulator (unless a Stockbit token is set), ingestors, writers, RQ worker, web.",
+    )
+    p.add_argument("--ingestors", type=int, default=1, help="ingestor processes (default 1)")
+    p.add_argument("--writers", type=int, default=1, help="writer processes (default 1)")
+    p.add_argument("--no-web", action="store_true", help="do not start the status web app")
+    p.add_argument("--no-worker", action="store_true", help="do not start the RQ worker")
+    p.set_defaults(handler=_run, validate=lambda args: _check_run(p, args))
+
+
+def _check_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not 1 <= args.ingestors <= 16 or not 1 <= args.writers <= 16:
+        parser.error("--ingestors and --writers must be between 1 and 16")
+
+
+def _add_ingest(sub: Any) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="websocket session(s) -> Redis Streams",
+        description=(
+            "Stream Stockbit order books (and trades) into Redis Streams. Configured by the "
+            "environment: REDIS_URL, STOCKBIT_WS_URL, STOCKBIT_API_URL, STOCKBIT_TOKEN or "
+            "STOCKBIT_TOKEN_FILE, STOCKBIT_USER_ID, STOCKBIT_WS_KEY, TICKERS, REPLICATION, "
+            "PING_INTERVAL_S, DEAD_AFTER_S, HEARTBEAT_S, STATUS_TTL_S, INGEST_BUFFER_MAX, "
+            "STREAM_MAXLEN, OBPIPE_ID (see README.md)."
+        ),
+    )
+    p.add_argument(
+        "--auth-retry",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="seconds between retries after an authentication failure (default %(default)s; "
+        "a change of the token file retries at once)",
+    )
+    p.add_argument(
+        "--handover",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds a ticker moved to another ingestor stays subscribed here (default "
+        "%(default)s), so the hand-over overlaps instead of leaving a hole",
+    )
+    p.set_defaults(handler=_ingest)
+
+
+def _add_write(sub: Any) -> None:
+    p = sub.add_parser(
+        "write",
+        help="Redis Streams -> daily CSV files",
+        description="Copy the partition streams into daily CSV files under DATA_DIR, exactly "
+        "once. Configured by the environment (README.md): REDIS_URL, DATA_DIR, PARTITIONS, "
+        "COMMIT_INTERVAL_MS, LEASE_TTL_MS, HEARTBEAT_S, OBPIPE_ID, ...",
+    )
+    p.set_defaults(handler=_write)
+
+
+def _add_web(sub: Any) -> None:
+    p = sub.add_parser(
+        "web",
+        help="status page and JSON API",
+        description="Serve the obpipe status page and JSON API (waitress). "
+        "Configured by the environment (REDIS_URL, WEB_HOST, WEB_PORT, WEB_ADMIN_TOKEN, ...).",
+    )
+    p.add_argument("--host", help="bind address (default: WEB_HOST)")
+    p.add_argument("--port", type=_port, help="TCP port (default: WEB_PORT; 0 picks a free port)")
+    p.add_argument(
+        "--port-file", type=Path, help="write the bound port to this file once listening"
+    )
+    p.add_argument("--threads", type=_positive_int, default=8, help="request threads (default 8)")
+    p.set_defaults(handler=_web)
+
+
+def _add_simulate(sub: Any) -> None:
+    from simulator.credentials import (  # noqa: PLC0415
+        DEFAULT_SECRET,
+        DEFAULT_TOKEN_TTL,
+        DEFAULT_USER_ID,
+    )
+
+    p = sub.add_parser(
+        "simulate",
+        help="a Stockbit-compatible feed server",
+        description=(
+            "A Stockbit-compatible IDX market-data server: websocket feed on /ws (subprotocol "
+            "'web') and GET /auth/websocket/key on the same port."
+        ),
+    )
+    net = p.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    net.add_argument(
+        "--port",
+        type=_port,
+        default=8765,
+        help="port to listen on; 0 picks a free one (%(default)s)",
+    )
+    net.add_argument(
+        "--port-file",
+        type=Path,
+        metavar="PATH",
+        help="write the bound port to PATH once listening (for tests with --port 0)",
+    )
+
+    auth = p.add_argument_group("credentials")
+    auth.add_argument(
+        "--secret",
+        default=DEFAULT_SECRET,
+        help="HMAC key that signs and checks tokens (default: a fixed built-in string, so a "
+        "token printed by one run works with another)",
+    )
+    auth.add_argument(
+        "--print-token",
+        action="store_true",
+        help="print a fresh access token for --user-id and exit",
+    )
+    auth.add_argument(
+        "--user-id",
+        type=_positive_int,
+        default=DEFAULT_USER_ID,
+        help="user id (JWT claim data.uid) of --print-token (%(default)s)",
+    )
+    auth.add_argument(
+        "--token-ttl",
+        type=_positive_float,
+        default=DEFAULT_TOKEN_TTL,
+        metavar="SECONDS",
+        help="lifetime of --print-token's token (%(default)s s = 24 h)",
+    )
+    auth.add_argument(
+        "--ping-window",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="drop a connection that sent no application-level ping for this long (%(default)s)",
+    )
+
+    market = p.add_argument_group("market")
+    market.add_argument(
+        "--levels", type=_positive_int, default=60, help="price levels per book side (%(default)s)"
+    )
+    market.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=1.0,
+        help="book snapshots per second per ticker side, and trade batches per second per "
+        "ticker (%(default)s)",
+    )
+    market.add_argument(
+        "--max-rate",
+        action="store_true",
+        help="send book snapshots as fast as the clients drain them (benchmarks); the touch "
+        "stays put and ladders cycle through prebuilt variants",
+    )
+    market.add_argument(
+        "--pace",
+        type=_positive_float,
+        metavar="FPS",
+        help="with --max-rate: send at most FPS book frames per second in all (a fixed offered "
+        "load from prebuilt frames, beyond what --rate's timers can reach)",
+    )
+    market.add_argument(
+        "--clock-start",
+        type=_instant,
+        metavar="ISO",
+        help="virtual exchange time at start, e.g. 2026-03-02T23:59:58+07:00 (default: now)",
+    )
+    market.add_argument(
+        "--clock-speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="virtual seconds per real second (%(default)s)",
+    )
+    market.add_argument("--seed", type=int, help="random seed, for a reproducible market")
+    market.add_argument(
+        "--journal",
+        type=Path,
+        metavar="PATH",
+        help="append one JSON line per data frame sent to PATH (the ground truth for tests)",
+    )
+
+    faults = p.add_argument_group("faults")
+    faults.add_argument(
+        "--drop-every",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="abort each connection this long after it opened (the client sees code 1006)",
+    )
+    faults.add_argument(
+        "--malformed-every",
+        type=_positive_int,
+        metavar="N",
+        help="replace every Nth data frame of a connection with bytes that do not decode",
+    )
+    faults.add_argument(
+        "--stall-every",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="every SECONDS of a connection's life, go quiet (no data, no pongs) for --stall-for",
+    )
+    faults.add_argument(
+        "--stall-for",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="length of each stall (%(default)s)",
+    )
+    faults.add_argument(
+        "--expire-token-after",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="SECONDS after a token first authenticates (its age counts across reconnects), "
+        "treat it as expired: send the 401 frame, go silent, and refuse that token from then "
+        "on (a new token works)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="logging threshold (%(default)s)",
+    )
+    p.set_defaults(handler=_simulate)
+
+
+def _add_jobs(sub: Any) -> None:
+    p = sub.add_parser(
+        "jobs",
+        help="RQ worker for end-of-day jobs",
+        description="RQ worker for obpipe's end-of-day jobs (finalize_day), scheduler on.",
+    )
+    p.add_argument("--burst", action="store_true", help="run the queued jobs, then exit")
+    p.set_defaults(handler=_jobs)
+
+
+def _add_status(sub: Any) -> None:
+    from pipeline.status import CHECKS  # noqa: PLC0415
+
+    p = sub.add_parser(
+        "status",
+        help="print the live state from Redis",
+        description="Print the pipeline's live state from Redis.",
+    )
+    p.add_argument("--gaps", type=int, default=10, help="recent gaps to show (10)")
+    p.add_argument(
+        "--check",
+        choices=CHECKS,
+        help="health check for a container: exit 0 if Redis answers and (for ingestor/writer) "
+        "a process of that kind on this host has a live heartbeat, else 1",
+    )
+    p.set_defaults(handler=_status)
+
+
+def _add_tickers(sub: Any) -> None:
+    p = sub.add_parser(
+        "tickers",
+        help="show or change the desired ticker set",
+        description="Show or change the desired ticker set the ingestors follow.",
+    )
+    p.add_argument("action", nargs="?", default="list", choices=("list", "add", "remove"))
+    p.add_argument("codes", nargs="*", metavar="CODE", help="ticker codes, e.g. BBCA TLKM")
+    p.set_defaults(handler=_tickers, validate=lambda args: _check_tickers(p, args))
+
+
+def _check_tickers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.action == "list" and args.codes:
+        parser.error("list takes no codes")
+    if args.action != "list" and not args.codes:
+        parser.error(f"{args.action} needs at least one CODE")
+
+
+def _add_finalize(sub: Any) -> None:
+    p = sub.add_parser(
+        "finalize",
+        help="verify and summarise a finished day",
+        description="Check a finished day's CSV files against the writers' counts, write "
+        "$DATA_DIR/manifests/DAY.json, and gzip old days (COMPRESS_AFTER_DAYS).",
+    )
+    p.add_argument("day", type=_day, help="the Jakarta trading day, YYYY-MM-DD")
+    p.add_argument(
+        "--enqueue",
+        action="store_true",
+        help="queue it for `obpipe jobs` (as job finalize-DAY, like the writers and the web)",
+    )
+    p.set_defaults(handler=_finalize)
+
+
+COMMANDS: dict[str, Callable[[Any], None]] = {
+    "run": _add_run,
+    "ingest": _add_ingest,
+    "write": _add_write,
+    "web": _add_web,
+    "simulate": _add_simulate,
+    "jobs": _add_jobs,
+    "status": _add_status,
+    "tickers": _add_tickers,
+    "finalize": _add_finalize,
+}
+"""Subcommand → the function that adds its parser (in ``--help`` order)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``obpipe`` parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="obpipe",
+        description="Capture IDX order books streamed by Stockbit into daily CSV files.",
+        epilog="`obpipe <command> --help` describes each command's options; the environment "
+        "variables are listed in README.md and .env.example.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for add in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``obpipe <command> ...`` and run the command; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command is None:
+        parser.print_help()
+        return 0
+    validate: Callable[[argparse.Namespace], None] | None = getattr(args, "validate", None)
+    if validate is not None:
+        validate(args)
+    handler: Handler = args.handler
+    return handler(args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from pipeline.days import day_of_stamp
 from stockbit.book import split_header
 from stockbit.errors import ProtocolError
 from stockbit.messages import OrderBook, RunningTrade
@@ -51,7 +52,7 @@ class BookRecord:
     @property
     def day(self) -> str:
         """The Jakarta trading day (``YYYY-MM-DD``) of the exchange time."""
-        return self.time[:10]
+        return day_of_stamp(self.time)
 
     def fields(self) -> dict[str, str]:
         """The stream entry fields."""
@@ -85,7 +86,7 @@ class TradeRecord:
     @property
     def day(self) -> str:
         """The Jakarta trading day of the print."""
-        return self.time[:10]
+        return day_of_stamp(self.time)
 
     def fields(self) -> dict[str, str]:
         """The stream entry fields."""
@@ -207,7 +208,7 @@ class GapRecord:
     @property
     def day(self) -> str:
         """The Jakarta day the gap started on."""
-        return self.start[:10]
+        return day_of_stamp(self.start)
 
     def fields(self) -> dict[str, str]:
         """The gap stream entry fields."""

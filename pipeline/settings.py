@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from pipeline.calendar import check_holidays_file
 from pipeline.secret import Secret
 from pipeline.ticker import TickerError, parse_list
 
@@ -83,6 +84,8 @@ class Settings:
     lease_ttl_ms: int = 5_000
     finalize_grace_min: int = 30
     compress_after_days: int = 0
+    holidays_file: Path | None = None
+    """Extra IDX closures/openings (format: :func:`pipeline.calendar.parse_holidays_file`)."""
 
     def __repr__(self) -> str:
         # Dataclass repr would print the Secrets as <hidden> already; the URL needs redaction.
@@ -201,6 +204,7 @@ class _Reader:
         out["lease_ttl_ms"] = self.parse("LEASE_TTL_MS", 5_000, _int_range(200, 600_000))
         out["finalize_grace_min"] = self.parse("FINALIZE_GRACE_MIN", 30, _int_range(0, 24 * 60))
         out["compress_after_days"] = self.parse("COMPRESS_AFTER_DAYS", 0, _int_range(0, 3650))
+        out["holidays_file"] = self.parse("HOLIDAYS_FILE", None, check_holidays_file)
         return out
 
 

@@ -9,8 +9,6 @@ The web app and this command only read these keys.
 from __future__ import annotations
 
 import json
-import socket
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -196,37 +194,3 @@ def check(client: redis.Redis, keys: Keys, kind: str, host: str) -> tuple[bool, 
     except redis.RedisError as exc:
         return False, f"redis unreachable: {exc}"
     return False, f"no live {kind} heartbeat from host {host}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``obpipe status``: print the live state from Redis."""
-    import argparse  # noqa: PLC0415
-
-    from pipeline.startup import boot  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(
-        prog="obpipe status", description="Print the pipeline's live state from Redis."
-    )
-    parser.add_argument("--gaps", type=int, default=10, help="recent gaps to show (10)")
-    parser.add_argument(
-        "--check",
-        choices=CHECKS,
-        help="health check for a container: exit 0 if Redis answers and (for ingestor/writer) "
-        "a process of that kind on this host has a live heartbeat, else 1",
-    )
-    args = parser.parse_args(argv)
-    settings = boot("status")
-    client = redis.Redis.from_url(settings.redis_url.reveal(), socket_timeout=5)
-    keys = Keys(settings.key_prefix, settings.partitions)
-    try:
-        if args.check:
-            ok, reason = check(client, keys, args.check, socket.gethostname())
-            print(reason)
-            return 0 if ok else 1
-        print(render(client, keys, args.gaps))
-    except redis.RedisError as exc:
-        print(f"status: cannot read Redis: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-    return 0

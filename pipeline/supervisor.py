@@ -12,7 +12,6 @@ which then stops them in that order instead of all at once.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -24,8 +23,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from pipeline.embedded_redis import EmbeddedRedis, RedisUnavailableError, free_port
+from pipeline.layout import book_file, gap_file, trade_file
 from pipeline.settings import Settings
-from pipeline.startup import boot
 
 log = logging.getLogger("obpipe.run")
 
@@ -163,7 +162,7 @@ class Supervisor:
         if self.with_web:
             self.groups.append([Child("web", _python_module("web"), env)])
         if self.with_worker:
-            self.groups.append([Child("jobs", _python_module("pipeline.cli", "jobs"), env)])
+            self.groups.append([Child("jobs", _python_module("jobs"), env)])
 
     def children(self) -> list[Child]:
         """Every supervised child except the simulator."""
@@ -219,9 +218,9 @@ class Supervisor:
         lines = [
             "obpipe is running:",
             f"  status page  http://{self.settings.web_host}:{self.settings.web_port}/",
-            f"  order books  {data / 'orderbook'}/YYYY-MM-DD_CODE.csv",
-            f"  trades       {data / 'trades'}/YYYY-MM-DD_CODE.csv",
-            f"  gaps         {data / 'gaps'}/YYYY-MM-DD.csv",
+            f"  order books  {data / book_file('YYYY-MM-DD', 'CODE')}",
+            f"  trades       {data / trade_file('YYYY-MM-DD', 'CODE')}",
+            f"  gaps         {data / gap_file('YYYY-MM-DD')}",
             f"  processes    {', '.join(c.name for c in self.children())}",
             "Press Ctrl-C to stop (ingestors flush, writers commit, then the rest).",
         ]
@@ -245,24 +244,11 @@ class Supervisor:
         log.info("all processes stopped")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``obpipe run``."""
-    parser = argparse.ArgumentParser(
-        prog="obpipe run",
-        description="Run the whole pipeline on this machine: embedded Redis (unless REDIS_URL), "
-        "the simulator (unless a Stockbit token is set), ingestors, writers, RQ worker, web.",
-    )
-    parser.add_argument("--ingestors", type=int, default=1, help="ingestor processes (default 1)")
-    parser.add_argument("--writers", type=int, default=1, help="writer processes (default 1)")
-    parser.add_argument("--no-web", action="store_true", help="do not start the status web app")
-    parser.add_argument("--no-worker", action="store_true", help="do not start the RQ worker")
-    args = parser.parse_args(argv)
-    if not 1 <= args.ingestors <= 16 or not 1 <= args.writers <= 16:
-        parser.error("--ingestors and --writers must be between 1 and 16")
-    settings = boot("run")
-    supervisor = Supervisor(
-        settings, args.ingestors, args.writers, not args.no_web, not args.no_worker
-    )
+def run_pipeline(
+    settings: Settings, *, ingestors: int, writers: int, web: bool, worker: bool
+) -> int:
+    """``obpipe run``: supervise the whole pipeline until SIGTERM/SIGINT; the exit code."""
+    supervisor = Supervisor(settings, ingestors, writers, web, worker)
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
@@ -271,7 +257,3 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     return supervisor.run()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,8 @@
-"""``python -m simulator``: see :mod:`simulator.service`."""
+"""``python -m simulator``: the same program as ``obpipe simulate``."""
 
 import sys
 
-from simulator.service import main
+from pipeline.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main(["simulate", *sys.argv[1:]]))

@@ -25,8 +25,7 @@ import pytest
 import redis
 
 from bench.stack import wait_for
-from pipeline import status as status_command
-from pipeline import tickers_command
+from pipeline import cli
 from pipeline.embedded_redis import EmbeddedRedis
 from pipeline.keys import Keys
 from pipeline.membership import assign
@@ -241,12 +240,12 @@ def test_frames_subscriptions_pings_and_no_secrets(  # noqa: PLR0917  (fixtures)
     wait_for(lambda: ing.status(raw).get("state") == "connected", 5, "connected")
 
     monkeypatch.setenv("REDIS_URL", redis_url)
-    assert tickers_command.main(["add", "asii"]) == 0
-    assert tickers_command.main(["add", "BAD CODE"]) == 2
+    assert cli.main(["tickers", "add", "asii"]) == 0
+    assert cli.main(["tickers", "add", "BAD CODE"]) == 2
     added = time.monotonic()
     wait_for(lambda: frames(raw, "ASII") > 0, 10, "ASII frames")
     assert time.monotonic() - added < 5
-    assert tickers_command.main(["remove", "TLKM"]) == 0
+    assert cli.main(["tickers", "remove", "TLKM"]) == 0
     wait_for(lambda: "TLKM" not in ing.status(raw)["tickers"], 5, "TLKM dropped")
     time.sleep(1.0)  # frames already on the wire when the new subscribe went out
     before = frames(raw, "TLKM")
@@ -258,7 +257,7 @@ def test_frames_subscriptions_pings_and_no_secrets(  # noqa: PLR0917  (fixtures)
     assert status["reconnects"] == 0 and status["state"] == "connected"
     assert status["token_expires_at"].endswith("+07:00")
     capsys.readouterr()
-    assert status_command.main([]) == 0
+    assert cli.main(["status"]) == 0
     printed = capsys.readouterr().out
     assert "ing-a" in printed and "connected" in printed and "ASII" in printed
 

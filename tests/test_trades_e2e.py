@@ -16,8 +16,9 @@ from rq import Queue, SimpleWorker
 
 from bench.audit import gap_windows
 from bench.stack import Stack, wait_for
+from jobs.finalize import finalize_day
+from jobs.queue import QUEUE
 from stockbit.timestamps import WIB, parse_iso
-from writer.jobs import QUEUE, finalize_day
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(240)]
 

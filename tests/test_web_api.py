@@ -205,7 +205,11 @@ def test_status_document(client: FlaskClient, fake: fakeredis.FakeRedis, data_di
     assert doc["market"] == {
         "open": True,
         "session": "Session 1",
+        "phase": "session_1",
+        "continuous": True,
         "next_change_at": "2026-03-02T12:00:00+07:00",
+        "next_phase": "lunch_break",
+        "holiday": None,
     }
     assert doc["read_only"] is False
 

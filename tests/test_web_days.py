@@ -20,14 +20,15 @@ from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
 
+from jobs.finalize import finalize_day
+from jobs.queue import QUEUE
 from pipeline.keys import Keys
+from pipeline.rows import BOOK_HEADER
 from stockbit.timestamps import WIB
 from tests.conftest import Clock
 from tests.test_web_api import make_app
 from web.app import undecoded
-from web.days import parse_day, summarize
-from writer.jobs import QUEUE, finalize_day
-from writer.rows import BOOK_HEADER
+from web.days import summarize
 
 TOKEN = "correct-horse-battery"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -281,13 +282,6 @@ def test_bad_day_strings_are_400(
     assert Queue(QUEUE, connection=raw).count == 0
 
 
-def test_parse_day() -> None:
-    assert parse_day("2024-02-29") == "2024-02-29"
-    for bad in ("2025-02-29", "2026-02-04\n", "2026-02-04T00:00", "", "0000-01-01"):
-        with pytest.raises(ValueError, match="not a"):
-            parse_day(bad)
-
-
 # ---------------------------------------------------------------- POST /api/days/<day>/finalize
 
 
@@ -306,7 +300,7 @@ def test_finalize_enqueues_the_job(
     queue = Queue(QUEUE, connection=raw)
     assert queue.job_ids == ["finalize-2026-03-01"]
     job = Job.fetch("finalize-2026-03-01", connection=raw)
-    assert job.func_name == "writer.jobs.finalize_day"
+    assert job.func_name == "jobs.finalize.finalize_day"
     assert job.args == ("2026-03-01",)
     assert job.kwargs == {
         "data_dir": str(data_dir.resolve()),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.calendar import TradingCalendar
 from pipeline.status import IngestorStatus, WriterStatus
 from stockbit.timestamps import WIB
 from web.snapshot import RawState, StreamInfo, build_status, counters_of, file_path, parse_instant
@@ -19,7 +20,9 @@ NOW = datetime(2026, 3, 6, 14, 0, 5, tzinfo=WIB)  # Friday, session 2
     ("name", "expected"),
     [
         (f"orderbook/{DAY}_BBCA.csv", f"orderbook/{DAY}_BBCA.csv"),
-        (f"{DAY}_BBCA-W.csv", f"orderbook/{DAY}_BBCA-W.csv"),
+        (f"orderbook/{DAY}_BBCA-W.csv", f"orderbook/{DAY}_BBCA-W.csv"),
+        (f"{DAY}_BBCA.csv", None),  # not a recorded path (no folder)
+        (f"trades/{DAY}_BBCA.csv", None),  # not an order book
         ("orderbook/2026-03-05_BBCA.csv", None),  # another day
         (f"orderbook/{DAY}_../../x.csv", None),
         (f"../{DAY}_BBCA.csv", None),
@@ -86,6 +89,7 @@ def test_build_status_is_pure_given_its_inputs() -> None:
         history=[(1.0, 2.0)],
         data_dir=Path("/d"),
         read_only=True,
+        calendar=TradingCalendar(),
         file_size=size,
     )
     (ingestor,) = doc["ingestors"]

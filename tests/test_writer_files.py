@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.rows import BOOK_HEADER, book_rows
 from writer.files import DataFile, Lock, sync, truncate
-from writer.rows import BOOK_HEADER, book_rows
 
 T = "2026-03-02T10:00:00.000000+07:00"
 PATH = "orderbook/2026-03-02_BBCA.csv"

@@ -1,5 +1,8 @@
-"""``python -m web``: the status app served by waitress (see :mod:`web.service`)."""
+"""``python -m web``: the same program as ``obpipe web``."""
 
-from web.service import main
+import sys
 
-raise SystemExit(main())
+from pipeline.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["web", *sys.argv[1:]]))

@@ -29,22 +29,16 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, jsonify, request
 
+from jobs.finalize import DayNotFinishedError, check_finished
+from jobs.queue import FinalizeBusyError, enqueue_finalize, job_id, job_kwargs, job_state
+from pipeline.days import DayError, check_day
+from pipeline.layout import Layout
 from pipeline.ticker import TickerError, normalize
 from web.context import current
-from web.days import (
-    BUSY,
-    enqueue_finalize,
-    job_id,
-    job_state,
-    manifest_path,
-    parse_day,
-    read_manifest,
-)
+from web.days import read_manifest
 from web.depth import FIELDS, depth_from
 from web.metrics import CONTENT_TYPE, render
 from web.security import ApiError, check_admin
-from writer.jobs import DayNotFinishedError, check_finished
-from writer.schedule import job_kwargs
 
 bp = Blueprint("api", __name__)
 
@@ -155,7 +149,7 @@ def day_manifest(day: str) -> Response:
     ctx = current()
     clean = _one_day(day)
     try:
-        doc = read_manifest(manifest_path(ctx.settings.data_dir, clean))
+        doc = read_manifest(Layout(ctx.settings.data_dir).manifest(clean))
     except FileNotFoundError:
         raise ApiError(404, f"no manifest for {clean}: the day has not been finalized") from None
     except (OSError, ValueError) as exc:
@@ -179,15 +173,16 @@ def finalize(day: str) -> tuple[Response, int]:
     the_id = job_id(clean)
     with ctx.finalize_lock:
         previous = job_state(ctx.jobs_client, clean)
-        if previous in BUSY:
+        try:
+            enqueue_finalize(ctx.jobs_client, clean, job_kwargs(ctx.settings))
+        except FinalizeBusyError as exc:
             raise ApiError(
                 409,
-                f"finalize of {clean} is already {previous} (job {the_id})",
+                str(exc),
                 day=clean,
-                state=previous,
-                job={"id": the_id, "state": previous},
-            )
-        enqueue_finalize(ctx.jobs_client, clean, job_kwargs(ctx.settings))
+                state=exc.state,
+                job={"id": the_id, "state": exc.state},
+            ) from None
     state = job_state(ctx.jobs_client, clean)
     return jsonify(
         {
@@ -232,8 +227,8 @@ def _one_code(code: str) -> str:
 
 def _one_day(day: str) -> str:
     try:
-        return parse_day(day)
-    except ValueError as exc:
+        return check_day(day)
+    except DayError as exc:
         raise ApiError(400, str(exc)) from None
 
 

@@ -15,6 +15,7 @@ import redis
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from pipeline.calendar import TradingCalendar
 from pipeline.keys import Keys
 from pipeline.settings import Settings
 from web import api, pages
@@ -68,9 +69,12 @@ def create_app(
     *,
     redis_client: redis.Redis | None = None,
     clock: Callable[[], datetime] | None = None,
+    calendar: TradingCalendar | None = None,
 ) -> Flask:
     """Build the app. ``settings`` default to the environment; ``redis_client`` to one
-    built from ``settings.redis_url``; ``clock`` (aware datetimes) to the system clock.
+    built from ``settings.redis_url``; ``clock`` (aware datetimes) to the system clock;
+    ``calendar`` to the IDX calendar with ``settings.holidays_file`` applied (built here,
+    once, so a bad file stops the app at start-up rather than failing a poll).
     RQ (the Days section) uses a bytes-returning client on the same connection settings."""
     settings = settings if settings is not None else Settings.from_env()
     if redis_client is None:
@@ -81,6 +85,7 @@ def create_app(
         jobs_client = undecoded(redis_client)
     now = clock or _utc_now
     keys = Keys(settings.key_prefix, settings.partitions)
+    trading_calendar = calendar if calendar is not None else TradingCalendar.from_settings(settings)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -90,6 +95,7 @@ def create_app(
         keys=keys,
         client=client,
         clock=now,
+        calendar=trading_calendar,
         registry=make_registry(RedisCollector(client, keys, now)),
         jobs_client=jobs_client,
     )

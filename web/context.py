@@ -1,4 +1,5 @@
-"""What one app instance holds: settings, the Redis clients, the clock, the rate history."""
+"""What one app instance holds: settings, the Redis clients, the clock, the trading calendar,
+the rate history."""
 
 from __future__ import annotations
 
@@ -12,17 +13,14 @@ import redis
 from flask import current_app
 from prometheus_client.registry import CollectorRegistry
 
+from jobs.finalize import check_finished
+from jobs.queue import BUSY, job_id, job_states
+from pipeline.calendar import TradingCalendar
+from pipeline.days import is_day, today
 from pipeline.keys import Keys
+from pipeline.layout import Layout
 from pipeline.settings import Settings
-from web.days import (
-    BUSY,
-    DAYS_SHOWN,
-    ManifestCache,
-    is_day,
-    job_id,
-    job_states,
-    manifest_days,
-)
+from web.days import DAYS_SHOWN, ManifestCache
 from web.rates import FRAMES, RateTracker
 from web.snapshot import (
     HISTORY_STEP_S,
@@ -30,9 +28,7 @@ from web.snapshot import (
     build_status,
     counters_of,
     read_state,
-    today,
 )
-from writer.jobs import check_finished
 
 EXTENSION = "obpipe"
 
@@ -45,6 +41,8 @@ class WebContext:
     keys: Keys
     client: redis.Redis
     clock: Callable[[], datetime]
+    calendar: TradingCalendar
+    """The IDX trading calendar (built once from the settings' ``HOLIDAYS_FILE``)."""
     registry: CollectorRegistry
     jobs_client: redis.Redis
     """The same Redis without response decoding, for RQ (which stores pickled data)."""
@@ -72,6 +70,7 @@ class WebContext:
             history=history,
             data_dir=self.settings.data_dir,
             read_only=self.read_only,
+            calendar=self.calendar,
         )
 
     def sample(self) -> None:
@@ -98,7 +97,7 @@ class WebContext:
         scheduled = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
         scheduled = {d for d in scheduled if is_day(d)}
         data_dir = self.settings.data_dir
-        known = sorted(set(manifest_days(data_dir)) | scheduled, reverse=True)
+        known = sorted(set(Layout(data_dir).manifest_days()) | scheduled, reverse=True)
         shown = known[:DAYS_SHOWN]
         states = job_states(self.jobs_client, shown)
         self.manifests.keep_only(shown)

@@ -22,9 +22,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from pipeline.days import day_of_stamp, today
 from pipeline.keys import Keys
 from pipeline.status import STATES
-from web.snapshot import RawState, parse_instant, read_state, today
+from web.snapshot import RawState, parse_instant, read_state
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def _families(raw: RawState, now: datetime) -> Iterable[Metric]:
     today_gaps = sum(
         1
         for _, fields in raw.gaps
-        if raw.day in (fields.get("start", "")[:10], fields.get("end", "")[:10])
+        if raw.day in (day_of_stamp(fields.get("start", "")), day_of_stamp(fields.get("end", "")))
     )
     yield GaugeMetricFamily("obpipe_gaps_today", "Gap records for today (WIB).", value=today_gaps)
     yield GaugeMetricFamily(

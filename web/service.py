@@ -11,7 +11,6 @@ the last minutes even when the page was just opened.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -23,41 +22,13 @@ from types import FrameType
 import redis
 import waitress
 
-from pipeline.settings import redact_url
-from pipeline.startup import boot
+from pipeline.settings import Settings, redact_url
 from web.app import create_app
 from web.context import EXTENSION, WebContext
 
 log = logging.getLogger("web")
 
 SAMPLE_EVERY_S = 2.0
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is outside 0..65535")
-    return port
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="obpipe web",
-        description="Serve the obpipe status page and JSON API (waitress). "
-        "Configured by the environment (REDIS_URL, WEB_HOST, WEB_PORT, WEB_ADMIN_TOKEN, ...).",
-    )
-    parser.add_argument("--host", help="bind address (default: WEB_HOST)")
-    parser.add_argument(
-        "--port", type=_port, help="TCP port (default: WEB_PORT; 0 picks a free port)"
-    )
-    parser.add_argument(
-        "--port-file", type=Path, help="write the bound port to this file once listening"
-    )
-    parser.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
-    return parser
 
 
 def _write_port(path: Path, port: int) -> None:
@@ -78,19 +49,15 @@ def _sampler(ctx: WebContext, stop: threading.Event) -> None:
             continue
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the web process until SIGTERM/SIGINT; returns the exit code."""
-    args = _parser().parse_args(argv)
-    settings = boot("web")
-    host = args.host or settings.web_host
-    port = settings.web_port if args.port is None else args.port
+def serve(settings: Settings, *, host: str, port: int, port_file: Path | None, threads: int) -> int:
+    """``obpipe web``: serve until SIGTERM/SIGINT; returns the exit code."""
     app = create_app(settings)
     ctx: WebContext = app.extensions[EXTENSION]
 
-    server = waitress.create_server(app, host=host, port=port, threads=args.threads, ident="obpipe")
+    server = waitress.create_server(app, host=host, port=port, threads=threads, ident="obpipe")
     bound = int(getattr(server, "effective_port", port))
-    if args.port_file is not None:
-        _write_port(args.port_file, bound)
+    if port_file is not None:
+        _write_port(port_file, bound)
     log.info(
         "status page on http://%s:%d/ (redis %s, %s)",
         host,

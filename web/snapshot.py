@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,14 +25,17 @@ from typing import Any, TypeVar
 
 import redis
 
+from pipeline.calendar import TradingCalendar
+from pipeline.days import day_of_stamp
 from pipeline.keys import WRITER_GROUP, Keys
+from pipeline.layout import ORDERBOOK, Layout, book_file, parse_file
 from pipeline.records import GapRecord, RecordError
 from pipeline.status import CONNECTED, IngestorStatus, WriterStatus
 from pipeline.ticker import TickerError, normalize
 from stockbit.errors import ProtocolError
 from stockbit.timestamps import WIB, parse_iso
 from web import rates as rate_names
-from web.session_calendar import freshness, market_state
+from web.freshness import freshness
 
 GAP_SCAN = 500
 """How many of the newest gap records are looked at for today's list."""
@@ -53,7 +55,6 @@ TICKER_FIELDS = (
 """The fields of a ticker HASH the status document and the metrics use."""
 
 _S = TypeVar("_S", IngestorStatus, WriterStatus)
-_FILE = re.compile(r"(?:orderbook/)?(\d{4}-\d{2}-\d{2})_([A-Z0-9-]{2,12})\.csv\Z")
 
 
 @dataclass
@@ -92,11 +93,6 @@ def _decode(value: Any) -> Any:
     if isinstance(value, dict):
         return {_decode(k): _decode(v) for k, v in value.items()}
     return value
-
-
-def today(now: datetime) -> str:
-    """The Jakarta calendar day of ``now`` (``YYYY-MM-DD``), as the file names use it."""
-    return now.astimezone(WIB).date().isoformat()
 
 
 def read_state(client: redis.Redis, keys: Keys, day: str) -> RawState:
@@ -280,14 +276,19 @@ def file_path(data_dir: Path, name: str, day: str) -> Path | None:
     names for the given day are accepted, and the path is put together here, so nothing in
     Redis can point the server at another file.
     """
-    match = _FILE.match(name)
-    if match is None or match.group(1) != day:
+    try:
+        parts = parse_file(name)
+    except ValueError:
+        return None
+    if parts.kind != ORDERBOOK or parts.day != day or parts.code is None:
         return None
     try:
-        code = normalize(match.group(2))
+        code = normalize(parts.code)
     except TickerError:
         return None
-    return data_dir / "orderbook" / f"{day}_{code}.csv"
+    if code != parts.code:
+        return None
+    return Layout(data_dir).path(book_file(day, code))
 
 
 def _stat_size(path: Path) -> int | None:
@@ -305,10 +306,15 @@ def build_status(
     history: list[tuple[float, float]],
     data_dir: Path,
     read_only: bool,
+    calendar: TradingCalendar,
     file_size: Callable[[Path], int | None] = _stat_size,
 ) -> dict[str, Any]:
-    """Shape the status document (see the README's API section for the field list)."""
-    market = market_state(now)
+    """Shape the status document (see the README's API section for the field list).
+
+    ``calendar`` (the IDX trading calendar, built once from the settings) says which phase
+    the market is in at ``now``; ticker staleness only counts during continuous trading.
+    """
+    market = calendar.market_state(now)
     now_ms = now.timestamp() * 1000
 
     holders: dict[str, list[str]] = {}
@@ -382,7 +388,7 @@ def build_status(
             "trades_per_s": _rate(rates, f"tr:{code}"),
             "last_update": _iso(updated),
             "age_s": age,
-            "freshness": freshness(age, market.open),
+            "freshness": freshness(age, market.continuous),
             "best_bid": bid,
             "best_offer": offer,
             "best_bid_lots": _number(fields.get("best_bid_lots")),
@@ -411,8 +417,13 @@ def build_status(
         "read_only": read_only,
         "market": {
             "open": market.open,
-            "session": market.session,
+            # What the page prints after "IDX open ·"; None while closed or at lunch.
+            "session": market.phase.label if market.open else None,
+            "phase": market.phase.value,
+            "continuous": market.continuous,
             "next_change_at": _iso(market.next_change_at),
+            "next_phase": market.next_phase.value,
+            "holiday": calendar.closure_reason(now),
         },
         "ingestors": ingestors,
         "writers": writers,
@@ -457,7 +468,7 @@ def _gaps_today(raw: RawState) -> list[dict[str, Any]]:
             gap = GapRecord.parse(fields)
         except RecordError:
             continue
-        if raw.day not in (gap.start[:10], gap.end[:10]):
+        if raw.day not in (day_of_stamp(gap.start), day_of_stamp(gap.end)):
             continue
         start, end = parse_instant(gap.start), parse_instant(gap.end)
         shown.append(

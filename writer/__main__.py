@@ -1,5 +1,8 @@
 """``python -m writer``: the same program as ``obpipe write``."""
 
-from writer.service import main
+import sys
 
-raise SystemExit(main())
+from pipeline.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["write", *sys.argv[1:]]))

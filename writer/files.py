@@ -21,8 +21,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from writer.dedup import BOOK_WINDOW, TRADE_WINDOW, Recent, book_keys, trade_keys
-from writer.entries import HEADERS, ORDERBOOK, TRADES, DedupKey, folder_of
+from pipeline.layout import Layout, kind_of
+from pipeline.schema import HEADERS, WINDOWS, DedupKey, Recent, tail_keys
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +50,16 @@ class DataFile:
         self.pending: list[bytes] = []
         self.pending_rows = 0
         self.used_at = now
-        folder = folder_of(relpath)
+        kind = kind_of(relpath)
         try:
             self.size = self.path.stat().st_size
         except FileNotFoundError:
             self.size = 0
         tail = _tail(self.path, self.size) if self.size else ""
-        self.dedup: Recent | None = None
-        if folder == ORDERBOOK:
-            self.dedup = Recent(BOOK_WINDOW, book_keys(tail))
-        elif folder == TRADES:
-            self.dedup = Recent(TRADE_WINDOW, trade_keys(tail))
+        window = WINDOWS.get(kind)
+        self.dedup = None if window is None else Recent(window, tail_keys(kind, tail))
         if self.size == 0:
-            self.pending.append(HEADERS[folder].encode())
+            self.pending.append(HEADERS[kind].encode())
 
     def add(self, key: DedupKey, text: str, rows: int) -> bool:
         """Queue rows unless ``key`` was written lately (False: a duplicate, dropped)."""
@@ -244,7 +241,7 @@ class Lock:
     """
 
     def __init__(self, root: Path, name: str) -> None:
-        self.path = root / ".locks" / f"{name}.lock"
+        self.path = Layout(root).lock(name)
         self.fd: int | None = None
 
     def acquire(self) -> bool:

@@ -18,6 +18,7 @@ import redis
 from redis.commands.core import Script
 
 from pipeline.keys import GAP_GROUP, WRITER_GROUP, Keys
+from pipeline.layout import day_of_file
 
 GAPS = -1
 """The pseudo-partition number of the gaps stream (lease, epoch and commit keys)."""
@@ -202,7 +203,7 @@ class Leases:
         day_index: dict[str, int] = {}
         triples: list[Any] = []
         for path, rows in counts.items():
-            day = path.split("/", 1)[1][:10]
+            day = day_of_file(path)
             if day not in day_index:
                 keys.append(self.keys.day_counts(day))
                 day_index[day] = len(keys)  # Lua's KEYS is 1-based

@@ -33,7 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from writer.entries import EntryError, Rendered, render, render_gap
+from pipeline.layout import TRADES, day_of_file, kind_of
+from pipeline.schema import EntryError, Rendered, render, render_gap
 from writer.files import DataFile, Lock, truncate
 from writer.lease import GAPS, Leases
 
@@ -170,7 +171,7 @@ class Partition:
     def _file(self, path: str, now: float) -> DataFile:
         f = DataFile(self.root, path, now)
         self.open[path] = f
-        day = path.split("/", 1)[1][:10]
+        day = day_of_file(path)
         self.latest_day = max(day, self.latest_day)
         return f
 
@@ -227,7 +228,7 @@ class Partition:
         """Step 3c succeeded: the batch's last id is the committed position."""
         self.record_files = batch.sizes()
         for f, _, rows in batch.texts:
-            if f.relpath.startswith("trades/"):
+            if kind_of(f.relpath) == TRADES:
                 self.trades_committed += rows
             else:
                 self.rows_committed += rows
@@ -242,7 +243,7 @@ class Partition:
             f
             for f in self.open.values()
             if not f.pending
-            and (now - f.used_at >= idle_s or f.relpath.split("/", 1)[1][:10] < self.latest_day)
+            and (now - f.used_at >= idle_s or day_of_file(f.relpath) < self.latest_day)
         ]
         for f in closing:
             f.close()

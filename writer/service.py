@@ -15,7 +15,6 @@ SIGTERM/SIGINT: commit, release every partition, leave the ZSET, exit 0.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import time
@@ -28,15 +27,15 @@ from typing import Any, cast
 
 import redis
 
+from jobs.schedule import DaySchedule
 from pipeline.keys import Keys
+from pipeline.layout import day_of_file
 from pipeline.membership import mine
 from pipeline.settings import Settings
-from pipeline.startup import boot
 from pipeline.status import WriterStatus
 from writer.files import Lock, sync
 from writer.lease import GAPS, Leases, next_id
 from writer.partition import Batch, LeaseLostError, Partition
-from writer.schedule import DaySchedule, day_of
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +235,7 @@ class Writer:
             number = batch.part.number
             if ok:
                 batch.part.committed(batch, now_ms)
-                days.update(day_of(text[0].relpath) for text in batch.texts)
+                days.update(day_of_file(text[0].relpath) for text in batch.texts)
                 held = self.held[number]
                 held.renewed_at = stamp
                 held.backoff = 0.0
@@ -442,14 +441,6 @@ def _iso_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``obpipe write`` / ``python -m writer``: run one writer until SIGTERM."""
-    parser = argparse.ArgumentParser(
-        prog="obpipe write",
-        description="Copy the partition streams into daily CSV files under DATA_DIR, exactly "
-        "once. Configured by the environment (README.md): REDIS_URL, DATA_DIR, PARTITIONS, "
-        "COMMIT_INTERVAL_MS, LEASE_TTL_MS, HEARTBEAT_S, OBPIPE_ID, ...",
-    )
-    parser.parse_args(argv)
-    settings = boot("writer")
+def run_writer(settings: Settings) -> int:
+    """``obpipe write``: run one writer until SIGTERM; returns the exit code."""
     return Writer(settings).run()

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.records import BookRecord, GapRecord, TradeRecord, from_book
+from pipeline.schema import EntryError, render, render_gap
 from stockbit.messages import OrderBook
 from stockbit.timestamps import parse_iso
-from writer.entries import EntryError, render, render_gap
 
 
 def raw(fields: dict[str, str]) -> list[bytes]:

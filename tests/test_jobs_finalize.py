@@ -10,9 +10,10 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 
+from jobs.finalize import DayNotFinishedError, check_finished, finalize_day
+from pipeline.days import DayError
 from pipeline.keys import Keys
 from stockbit.timestamps import WIB
-from writer.jobs import DayNotFinishedError, check_finished, finalize_day
 
 DAY = "2026-03-02"
 BOOK = (
@@ -122,5 +123,8 @@ def test_today_is_never_finalized() -> None:
     with pytest.raises(DayNotFinishedError):
         check_finished(DAY, datetime(2026, 3, 3, 0, 10, tzinfo=WIB), 30)
     assert str(check_finished(DAY, datetime(2026, 3, 3, 0, 31, tzinfo=WIB), 30)) == DAY
-    with pytest.raises(ValueError, match="not a day"):
+    with pytest.raises(DayError, match="not a real date"):
         check_finished("2026-02-30", LATER, 0)
+    for other_form in ("20260302", "2026-W10-1", "2026-03-02T00:00"):
+        with pytest.raises(DayError, match="expected YYYY-MM-DD"):
+            check_finished(other_form, LATER, 0)

@@ -11,16 +11,17 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
+from jobs.queue import QUEUE
+from jobs.schedule import DaySchedule, finalize_at
 from pipeline.keys import Keys
+from pipeline.layout import day_of_file
 from pipeline.settings import Settings
 from stockbit.timestamps import WIB
-from writer.jobs import QUEUE
-from writer.schedule import DaySchedule, day_of, finalize_at
 
 
 def test_day_of_and_time() -> None:
-    assert day_of("orderbook/2026-03-02_BBCA.csv") == "2026-03-02"
-    assert day_of("gaps/2026-03-02.csv") == "2026-03-02"
+    assert day_of_file("orderbook/2026-03-02_BBCA.csv") == "2026-03-02"
+    assert day_of_file("gaps/2026-03-02.csv") == "2026-03-02"
     assert finalize_at("2026-03-02", 30) == datetime(2026, 3, 3, 0, 31, tzinfo=WIB)
 
 
@@ -35,7 +36,7 @@ def test_once_per_day_across_writers(redis_url: str, tmp_path: Path) -> None:
     registry = ScheduledJobRegistry(queue=Queue(QUEUE, connection=client))  # type: ignore[no-untyped-call]
     assert sorted(registry.get_job_ids()) == ["finalize-2026-03-02", "finalize-2026-03-03"]
     job = Job.fetch("finalize-2026-03-02", connection=client)
-    assert job.func_name == "writer.jobs.finalize_day"
+    assert job.func_name == "jobs.finalize.finalize_day"
     assert job.args == ("2026-03-02",)
     assert job.kwargs["data_dir"] == str(tmp_path.resolve()) and job.kwargs["grace_min"] == 15
     when = registry.get_scheduled_time(job)

@@ -15,13 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from writer import rows
-
-KINDS = {
-    "orderbook": rows.BOOK_HEADER.rstrip("\n").split(","),
-    "trades": rows.TRADE_HEADER.rstrip("\n").split(","),
-    "gaps": rows.GAP_HEADER.rstrip("\n").split(","),
-}
+from pipeline.layout import GAPS, ORDERBOOK, TRADES, Layout, code_of
+from pipeline.schema import COLUMNS
 
 
 @dataclass
@@ -53,27 +48,9 @@ class TickerFacts:
     low: int | None = None
 
 
-def day_files(data_dir: Path, day: str) -> list[tuple[str, Path]]:
-    """The day's CSV files (plain or gzipped) as (kind, path), sorted."""
-    found = []
-    for kind in KINDS:
-        folder = data_dir / kind
-        if folder.is_dir():
-            pattern = f"{day}.csv*" if kind == "gaps" else f"{day}_*.csv*"
-            for path in sorted(folder.glob(pattern)):
-                if path.name.endswith((".csv", ".csv.gz")):
-                    found.append((kind, path))
-    return found
-
-
 def _read_text(path: Path) -> bytes:
     raw = path.read_bytes()
     return gzip.decompress(raw) if path.name.endswith(".gz") else raw
-
-
-def ticker_of(path: Path) -> str:
-    """``2026-03-02_BBCA.csv[.gz]`` → ``BBCA``."""
-    return path.name.split("_", 1)[1].split(".", 1)[0]
 
 
 def inspect(kind: str, path: Path, relative: str, tickers: dict[str, TickerFacts]) -> FileFacts:
@@ -87,7 +64,7 @@ def inspect(kind: str, path: Path, relative: str, tickers: dict[str, TickerFacts
         return facts
     facts.sha256 = hashlib.sha256(content).hexdigest()
     # Gap files belong to no ticker; their rows are still checked and counted.
-    ticker = tickers.setdefault(ticker_of(path), TickerFacts()) if kind != "gaps" else TickerFacts()
+    ticker = tickers.setdefault(code_of(path), TickerFacts()) if kind != GAPS else TickerFacts()
     if content and not content.endswith(b"\n"):
         facts.ok = False
         facts.problems.append("last line is incomplete (no newline)")
@@ -98,11 +75,11 @@ def inspect(kind: str, path: Path, relative: str, tickers: dict[str, TickerFacts
         facts.ok = False
         facts.problems.append(f"not CSV text: {exc}")
         return facts
-    if header != KINDS[kind]:
+    if header != COLUMNS[kind]:
         facts.ok = False
         facts.problems.append(f"unexpected header {header}")
         return facts
-    width = len(KINDS[kind])
+    width = len(COLUMNS[kind])
     snapshots: set[tuple[str, str, str]] = set()
     try:
         for number, row in enumerate(reader, start=2):
@@ -115,9 +92,9 @@ def inspect(kind: str, path: Path, relative: str, tickers: dict[str, TickerFacts
             if facts.first_timestamp is None:
                 facts.first_timestamp = stamp
             facts.last_timestamp = stamp
-            if kind == "orderbook":
+            if kind == ORDERBOOK:
                 snapshots.add((row[4], row[7], stamp))
-            elif kind == "trades":
+            elif kind == TRADES:
                 price, shares = round(float(row[1])), round(float(row[2]) * 100)
                 ticker.trades += 1
                 ticker.shares += shares
@@ -127,13 +104,13 @@ def inspect(kind: str, path: Path, relative: str, tickers: dict[str, TickerFacts
     except (csv.Error, ValueError) as exc:
         facts.ok = False
         facts.problems.append(f"unparseable row: {exc}")
-    if kind == "orderbook":
+    if kind == ORDERBOOK:
         ticker.snapshots += len(snapshots)
     return facts
 
 
 def build(
-    data_dir: Path, day: str, expected: dict[str, int], gaps: list[dict[str, str]]
+    layout: Layout, day: str, expected: dict[str, int], gaps: list[dict[str, str]]
 ) -> dict[str, Any]:
     """The manifest of ``day``: files, tickers, gaps, and every problem found.
 
@@ -142,8 +119,8 @@ def build(
     """
     tickers: dict[str, TickerFacts] = {}
     files: list[FileFacts] = []
-    for kind, path in day_files(data_dir, day):
-        relative = f"{kind}/{path.name.removesuffix('.gz')}"
+    for kind, path in layout.day_files(day):
+        relative = layout.relative(kind, path)
         facts = inspect(kind, path, relative, tickers)
         facts.expected_rows = expected.get(relative)
         if facts.expected_rows is not None and facts.expected_rows != facts.rows:

@@ -1,4 +1,9 @@
-"""Stream entries → what to append where (pure): the day file, the dedup key, the CSV text.
+"""The file schema, pure: which day file an entry goes to, its CSV rows, and the duplicate rule.
+
+The writer, the end-of-day jobs and ``obpipe replay`` all render entries through this module, so
+the same entries always give the same bytes. The row text itself is built by
+:mod:`pipeline.rows` (the hot path); paths come from :mod:`pipeline.layout`; the day of a row is
+always its record's Jakarta exchange time, never the machine's clock.
 
 Entries arrive as raw ``[name, value, name, value, ...]`` byte lists (the writer reads
 undecoded replies, which is much cheaper than redis-py's per-entry dicts). A book entry in the
@@ -7,16 +12,24 @@ layout :class:`pipeline.records.BookRecord` writes is taken apart positionally; 
 of the entry format. Whatever cannot become rows raises :class:`EntryError` for the
 dead-letter stream.
 
-File layout under ``DATA_DIR`` (the day always from the record's Jakarta time, never the
-machine's clock)::
-
-    orderbook/YYYY-MM-DD_CODE.csv   trades/YYYY-MM-DD_CODE.csv   gaps/YYYY-MM-DD.csv
+**Duplicates.** With ``REPLICATION`` > 1 the same snapshot (code, side, seq, exchange time) or
+print (code, trade number, day) reaches the stream once per ingestor, a few entries apart. Each
+open day file keeps the keys of the last snapshots or prints written to it in a bounded window
+(:class:`Recent`); the file fixes code and day, so a book key is (side, seq, time) and a trade
+key its number. The window needs no persistence of its own: whoever opens a file seeds it from
+the file's tail (:func:`book_keys`, :func:`trade_keys`), which after recovery holds exactly the
+committed rows, so the rule survives kill -9 and takeover; a duplicate further back than the
+window is the one thing it does not catch.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Hashable, Iterable
 from typing import NamedTuple
 
+from pipeline.days import day_of_stamp
+from pipeline.layout import GAPS, ORDERBOOK, TRADES, book_file, gap_file, trade_file
 from pipeline.records import (
     BOOK,
     SIDE_NAMES,
@@ -26,8 +39,7 @@ from pipeline.records import (
     TradeRecord,
     parse,
 )
-from pipeline.ticker import TickerError, normalize
-from writer.rows import (
+from pipeline.rows import (
     BOOK_HEADER,
     GAP_HEADER,
     TRADE_HEADER,
@@ -37,15 +49,22 @@ from writer.rows import (
     normalise_time,
     trade_row,
 )
+from pipeline.ticker import TickerError, normalize
 
-ORDERBOOK = "orderbook"
-TRADES = "trades"
-GAPS = "gaps"
 HEADERS = {ORDERBOOK: BOOK_HEADER, TRADES: TRADE_HEADER, GAPS: GAP_HEADER}
 """Folder under DATA_DIR → the header line its files start with."""
+COLUMNS = {kind: header.rstrip("\n").split(",") for kind, header in HEADERS.items()}
+"""Folder under DATA_DIR → its column names, in order."""
 
 DedupKey = tuple[str, str, str] | str | None
 """Book: (side, seq, time); trade: the trade number; gap: None (never deduplicated)."""
+
+BOOK_WINDOW = 64
+"""Snapshot keys remembered per book file (both sides): replicas arrive within a few frames."""
+TRADE_WINDOW = 4096
+"""Trade numbers remembered per trade file: covers a reconnect backfill (~40 prints) easily."""
+WINDOWS = {ORDERBOOK: BOOK_WINDOW, TRADES: TRADE_WINDOW}
+"""Folder → the size of its files' duplicate window (gap files have none)."""
 
 
 class EntryError(ValueError):
@@ -62,24 +81,71 @@ class Rendered(NamedTuple):
     rows: int
 
 
-def book_path(day: str, code: str) -> str:
-    """``orderbook/YYYY-MM-DD_CODE.csv``."""
-    return f"{ORDERBOOK}/{day}_{code}.csv"
+class Recent:
+    """The last ``size`` distinct keys seen, with O(1) membership: one file's duplicate window."""
+
+    __slots__ = ("_order", "_seen", "size")
+
+    def __init__(self, size: int, keys: Iterable[Hashable] = ()) -> None:
+        self.size = size
+        self._order: deque[Hashable] = deque()
+        self._seen: set[Hashable] = set()
+        for key in keys:
+            self.add(key)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, key: Hashable) -> bool:
+        """Remember ``key``; False if it was already in the window (a duplicate)."""
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        self._order.append(key)
+        if len(self._order) > self.size:
+            self._seen.discard(self._order.popleft())
+        return True
 
 
-def trade_path(day: str, code: str) -> str:
-    """``trades/YYYY-MM-DD_CODE.csv``."""
-    return f"{TRADES}/{day}_{code}.csv"
+def book_keys(tail: str) -> list[tuple[str, str, str]]:
+    """Distinct (side, seq, time) keys of the complete book rows in a file tail, oldest first.
+
+    ``tail`` may start in the middle of a line (it is the end of a file): the first, possibly
+    partial, line is skipped, and so is a header line.
+    """
+    keys: list[tuple[str, str, str]] = []
+    last: tuple[str, str, str] | None = None
+    for line in tail.split("\n")[1:]:
+        cells = line.split(",")
+        if len(cells) < 9 or cells[0] == "timestamp":
+            continue
+        key = (cells[4], cells[7], cells[0])
+        if key != last:
+            keys.append(key)
+            last = key
+    return keys
 
 
-def gap_path(day: str) -> str:
-    """``gaps/YYYY-MM-DD.csv``."""
-    return f"{GAPS}/{day}.csv"
+def trade_keys(tail: str) -> list[str]:
+    """Trade numbers of the complete trade rows in a file tail, oldest first."""
+    keys = []
+    for line in tail.split("\n")[1:]:
+        cells = line.split(",")
+        if len(cells) >= 8 and cells[0] != "timestamp":
+            keys.append(cells[5])
+    return keys
 
 
-def folder_of(path: str) -> str:
-    """The folder (kind) of a relative path."""
-    return path.split("/", 1)[0]
+def tail_keys(kind: str, tail: str) -> list[Hashable]:
+    """The duplicate keys in the tail of a file of ``kind`` (none for gap files)."""
+    if kind == ORDERBOOK:
+        return list(book_keys(tail))
+    if kind == TRADES:
+        return list(trade_keys(tail))
+    return []
 
 
 _BOOK_NAMES = [
@@ -138,7 +204,7 @@ def render(fields: list[bytes]) -> Rendered:
 def _book(*, code: str, side: str, seq: str, time: str, levels: str, received: str) -> Rendered:
     time = normalise_time(time)
     text, rows = book_rows(time, side, seq, normalise_time(received), levels)
-    return Rendered(book_path(time[:10], code), (side, seq, time), text, rows)
+    return Rendered(book_file(day_of_stamp(time), code), (side, seq, time), text, rows)
 
 
 def _decoded(fields: list[bytes]) -> dict[str, str]:
@@ -158,7 +224,9 @@ def _trade(record: TradeRecord) -> Rendered:
         board=record.board,
         received=normalise_time(record.received),
     )
-    return Rendered(trade_path(time[:10], _code(record.code)), str(record.trade_number), text, 1)
+    return Rendered(
+        trade_file(day_of_stamp(time), _code(record.code)), str(record.trade_number), text, 1
+    )
 
 
 def _number(value: float) -> str:
@@ -172,4 +240,4 @@ def render_gap(fields: list[bytes]) -> Rendered:
         row = gap_row(gap)
     except (RecordError, RowError, UnicodeDecodeError, IndexError) as exc:
         raise EntryError(str(exc)) from None
-    return Rendered(gap_path(row[:10]), None, row, 1)
+    return Rendered(gap_file(day_of_stamp(row)), None, row, 1)

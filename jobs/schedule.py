@@ -9,40 +9,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import redis
-from rq import Queue, Retry
 
+from jobs.queue import FinalizeBusyError, enqueue_finalize, job_kwargs
+from pipeline.days import bounds
 from pipeline.keys import Keys
 from pipeline.settings import Settings
-from stockbit.timestamps import WIB
-from writer.jobs import QUEUE, finalize_day
 
 log = logging.getLogger(__name__)
-
-RETRY = Retry(max=3, interval=[60, 300, 900])
 
 
 def finalize_at(day: str, grace_min: int) -> datetime:
     """When a day may be finalised: its end in WIB, plus the grace period, plus a minute."""
-    start = datetime.combine(date.fromisoformat(day), datetime.min.time(), WIB)
-    return start + timedelta(days=1, minutes=grace_min + 1)
-
-
-def day_of(relpath: str) -> str:
-    """The day of a data file: ``orderbook/2026-03-02_BBCA.csv`` → ``2026-03-02``."""
-    return relpath.rsplit("/", 1)[-1][:10]
-
-
-def job_kwargs(settings: Settings) -> dict[str, object]:
-    """The arguments every ``finalize_day`` job gets from the enqueuing process's settings."""
-    return {
-        "data_dir": str(settings.data_dir.resolve()),
-        "key_prefix": settings.key_prefix,
-        "compress_after_days": settings.compress_after_days,
-        "grace_min": settings.finalize_grace_min,
-    }
+    return bounds(day)[1] + timedelta(minutes=grace_min + 1)
 
 
 class DaySchedule:
@@ -63,6 +44,9 @@ class DaySchedule:
             try:
                 if self.client.sadd(self.keys.finalize_scheduled, day):
                     self._enqueue(day)
+            except FinalizeBusyError as exc:
+                # Someone finalizes it right now (by hand): that run covers it.
+                log.info("not scheduling finalize_day(%s): %s", day, exc)
             except (redis.RedisError, ValueError) as exc:
                 # Best effort, retried at the next commit of that day; `obpipe finalize DAY`
                 # does the same by hand.
@@ -73,10 +57,8 @@ class DaySchedule:
     def _enqueue(self, day: str) -> None:
         when = finalize_at(day, self.grace_min)
         try:
-            Queue(QUEUE, connection=self.client).enqueue_at(
-                when, finalize_day, day, job_id=f"finalize-{day}", retry=RETRY, **self.kwargs
-            )
-        except redis.RedisError:
+            enqueue_finalize(self.client, day, self.kwargs, at=when)
+        except (redis.RedisError, FinalizeBusyError):
             self.client.srem(self.keys.finalize_scheduled, day)
             raise
         log.info("scheduled finalize_day(%s) for %s", day, when.isoformat())

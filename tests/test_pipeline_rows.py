@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline import rows as rows_module
 from pipeline.records import GapRecord
-from writer import rows as rows_module
-from writer.rows import (
+from pipeline.rows import (
     BOOK_HEADER,
     TRADE_HEADER,
     RowError,

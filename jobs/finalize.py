@@ -1,7 +1,8 @@
-"""RQ job functions (dotted paths like ``writer.jobs.finalize_day``), run by ``obpipe jobs``.
+"""``finalize_day``: verify a finished day's files, write its manifest, compress old days.
 
-Jobs get everything they need as arguments (the enqueuing process has the settings), and the
-Redis connection from RQ, so they read no environment of their own.
+An RQ job function (``jobs.finalize.finalize_day``), run by ``obpipe jobs``, or in process by
+``obpipe finalize DAY``. Jobs get everything they need as arguments (the enqueuing process has
+the settings), and the Redis connection from RQ, so they read no environment of their own.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from typing import Any
 
 import redis
 
+from jobs import manifest
+from pipeline.days import WIB, age_days, bounds, parse_day
 from pipeline.keys import Keys
-from stockbit.timestamps import WIB
-from writer import manifest
+from pipeline.layout import CSV, Layout
 
 log = logging.getLogger("obpipe.jobs")
-
-QUEUE = "obpipe"
 
 
 class DayNotFinishedError(ValueError):
@@ -42,13 +42,10 @@ def _connection() -> redis.Redis:
 
 
 def check_finished(day: str, now: datetime, grace_min: int) -> date:
-    """Parse ``day`` and refuse one that has not ended (plus the grace period) in WIB."""
-    try:
-        the_day = date.fromisoformat(day)
-    except ValueError:
-        raise ValueError(f"not a day (YYYY-MM-DD): {day!r}") from None
-    ends = datetime.combine(the_day + timedelta(days=1), datetime.min.time(), WIB)
-    if now.astimezone(WIB) < ends + timedelta(minutes=grace_min):
+    """Parse ``day`` (``DayError`` unless ``YYYY-MM-DD``) and refuse one that has not ended
+    (plus the grace period) in WIB."""
+    the_day = parse_day(day)
+    if now < bounds(the_day)[1] + timedelta(minutes=grace_min):
         raise DayNotFinishedError(
             f"{day} has not finished in Jakarta time (plus {grace_min} min grace); "
             "its files may still be written"
@@ -80,8 +77,8 @@ def _gzip(path: Path) -> None:
     path.unlink()
 
 
-def _gaps(data_dir: Path, day: str) -> list[dict[str, str]]:
-    path = data_dir / "gaps" / f"{day}.csv"
+def _gaps(layout: Layout, day: str) -> list[dict[str, str]]:
+    path = layout.gaps(day)
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
@@ -107,22 +104,19 @@ def finalize_day(
     """
     moment = now or datetime.now(WIB)
     the_day = check_finished(day, moment, grace_min)
-    root = Path(data_dir)
+    layout = Layout(Path(data_dir))
     client = connection if connection is not None else _connection()
     counts_raw = client.hgetall(Keys(key_prefix).day_counts(day))
     expected = {_text(k): int(v) for k, v in counts_raw.items()}
-    result = manifest.build(root, day, expected, _gaps(root, day))
+    result = manifest.build(layout, day, expected, _gaps(layout, day))
     result["generated_at"] = moment.astimezone(WIB).isoformat(timespec="seconds")
-    compress = (
-        compress_after_days > 0
-        and (moment.astimezone(WIB).date() - the_day).days >= compress_after_days
-    )
+    compress = compress_after_days > 0 and age_days(the_day, moment) >= compress_after_days
     if compress and result["ok"]:
-        for _kind, path in manifest.day_files(root, day):
-            if path.suffix == ".csv":
+        for _kind, path in layout.day_files(day):
+            if path.suffix == CSV:
                 _gzip(path)
         result["compressed"] = True
-    _write_atomically(root / "manifests" / f"{day}.json", json.dumps(result, indent=2) + "\n")
+    _write_atomically(layout.manifest(day), json.dumps(result, indent=2) + "\n")
     if result["ok"]:
         log.info("finalized %s: %d files, all verified", day, len(result["files"]))
     else:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from writer.dedup import Recent, book_keys, trade_keys
-from writer.rows import BOOK_HEADER, TRADE_HEADER, book_rows, trade_row
+from pipeline.rows import BOOK_HEADER, TRADE_HEADER, book_rows, trade_row
+from pipeline.schema import Recent, book_keys, trade_keys
 
 T1 = "2026-03-02T10:00:00.000000+07:00"
 T2 = "2026-03-02T10:00:01.000000+07:00"
