@@ -161,57 +161,56 @@ def _jobs(args: argparse.Namespace) -> int:
     return work(boot("jobs"), burst=args.burst)
 
 
-def _status(args: argparse.Namespace) -> int:
+def _with_redis(process: str, work: Callable[[Any, Any], int]) -> int:
+    """Boot ``process``, run ``work(client, keys)`` on a short-timeout client, and turn a Redis
+    outage or a bad ticker into a clear message and an exit code."""
     import redis  # noqa: PLC0415
 
     from pipeline.keys import Keys  # noqa: PLC0415
     from pipeline.startup import boot  # noqa: PLC0415
+    from pipeline.ticker import TickerError  # noqa: PLC0415
+
+    settings = boot(process)
+    client = redis.Redis.from_url(settings.redis_url.reveal(), socket_timeout=5)
+    try:
+        return work(client, Keys(settings.key_prefix, settings.partitions))
+    except TickerError as exc:
+        print(f"{process}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except redis.RedisError as exc:
+        print(f"{process}: cannot reach Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+
+
+def _status(args: argparse.Namespace) -> int:
     from pipeline.status import check, render  # noqa: PLC0415
 
-    settings = boot("status")
-    client = redis.Redis.from_url(settings.redis_url.reveal(), socket_timeout=5)
-    keys = Keys(settings.key_prefix, settings.partitions)
-    try:
+    def work(client: Any, keys: Any) -> int:
         if args.check:
             ok, reason = check(client, keys, args.check, socket.gethostname())
             print(reason)
             return 0 if ok else 1
         print(render(client, keys, args.gaps))
-    except redis.RedisError as exc:
-        print(f"status: cannot read Redis: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-    return 0
+        return 0
+
+    return _with_redis("status", work)
 
 
 def _tickers(args: argparse.Namespace) -> int:
-    import redis  # noqa: PLC0415
-
     from pipeline.desired import add, desired, remove  # noqa: PLC0415
-    from pipeline.keys import Keys  # noqa: PLC0415
-    from pipeline.startup import boot  # noqa: PLC0415
-    from pipeline.ticker import TickerError  # noqa: PLC0415
 
-    settings = boot("tickers")
-    keys = Keys(settings.key_prefix, settings.partitions)
-    client = redis.Redis.from_url(settings.redis_url.reveal(), socket_timeout=5)
-    try:
+    def work(client: Any, keys: Any) -> int:
         if args.action == "add":
             print(f"added {', '.join(add(client, keys, args.codes))}")
         elif args.action == "remove":
             print(f"removed {', '.join(remove(client, keys, args.codes))}")
         current = desired(client, keys)
         print(f"desired tickers ({len(current)}): {','.join(current) or '-'}")
-    except TickerError as exc:
-        print(f"tickers: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except redis.RedisError as exc:
-        print(f"tickers: cannot reach Redis: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-    return 0
+        return 0
+
+    return _with_redis("tickers", work)
 
 
 def _finalize(args: argparse.Namespace) -> int:

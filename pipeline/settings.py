@@ -227,30 +227,30 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     return convert
 
 
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    def convert(value: str) -> int:
+Number = TypeVar("Number", int, float)
+
+
+def _in_range(
+    parse: Callable[[str], Number], what: str, low: Number, high: Number
+) -> Callable[[str], Number]:
+    def convert(value: str) -> Number:
         try:
-            number = int(value.replace("_", ""))
+            number = parse(value)
         except ValueError:
-            raise ValueError(f"expected an integer, got {value[:30]!r}") from None
+            raise ValueError(f"expected {what}, got {value[:30]!r}") from None
         if not low <= number <= high:
             raise ValueError(f"{number} is outside {low}..{high}")
         return number
 
     return convert
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    return _in_range(lambda value: int(value.replace("_", "")), "an integer", low, high)
 
 
 def _float_range(low: float, high: float) -> Callable[[str], float]:
-    def convert(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"expected a number, got {value[:30]!r}") from None
-        if not low <= number <= high:
-            raise ValueError(f"{number} is outside {low}..{high}")
-        return number
-
-    return convert
+    return _in_range(float, "a number", low, high)
 
 
 def _bool(value: str) -> bool:

@@ -1,4 +1,4 @@
-"""Process status records (the heartbeat keys) and ``obpipe status``.
+"""Process status records (the heartbeat keys) and what ``obpipe status`` prints of them.
 
 Each live ingestor and writer keeps a JSON document under ``ingestor:<id>`` / ``writer:<id>``
 with a TTL refreshed by its heartbeat, and its id in the ``ingestors`` / ``writers`` ZSET
@@ -8,10 +8,11 @@ The web app and this command only read these keys.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import redis
 
@@ -26,7 +27,23 @@ STATES = (CONNECTING, CONNECTED, RECONNECTING, AUTH_FAILED, STOPPED)
 
 
 @dataclass
-class IngestorStatus:
+class StatusDocument:
+    """JSON for a status key, shared by the process kinds' status dataclasses."""
+
+    def to_json(self) -> str:
+        """Serialise for the status key."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        """Read a status key back, ignoring fields a newer version added."""
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class IngestorStatus(StatusDocument):
     """What an ingestor publishes about itself (times are ISO-8601 strings or None)."""
 
     id: str
@@ -45,19 +62,9 @@ class IngestorStatus:
     gaps: int = 0
     updated_at: str | None = None
 
-    def to_json(self) -> str:
-        """Serialise for the status key."""
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> IngestorStatus:
-        """Read a status key back, ignoring fields a newer version added."""
-        data = json.loads(text)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
 
 @dataclass
-class WriterStatus:
+class WriterStatus(StatusDocument):
     """What a writer publishes about itself."""
 
     id: str
@@ -74,16 +81,6 @@ class WriterStatus:
     duplicates_dropped: int = 0
     dead_letters: int = 0
     updated_at: str | None = None
-
-    def to_json(self) -> str:
-        """Serialise for the status key."""
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> WriterStatus:
-        """Read a status key back, ignoring fields a newer version added."""
-        data = json.loads(text)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def read_live(client: redis.Redis, keys: Keys) -> dict[str, Any]:

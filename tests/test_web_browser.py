@@ -6,7 +6,8 @@ watches the badge turn green, the counts rise, the depth ladder draw, ticker con
 without the admin token and working with it, the Days section list today's scheduled
 finalize job and queue one for a past day, the badge turn amber when the feed goes away,
 and the "data stale" banner when the web process stops. It saves the page at 1280 px and
-390 px as ``docs/status-1280.png`` and ``docs/status-390.png`` (shown in the README).
+390 px as ``status-1280.png`` and ``status-390.png`` in a temporary folder, or in
+``$OBPIPE_SCREENSHOTS_DIR`` (``make screenshots`` sets it to ``docs/``, shown in the README).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from pipeline.keys import Keys
 from simulator.harness import SimulatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs"
+SCREENSHOTS_ENV = "OBPIPE_SCREENSHOTS_DIR"
+"""Where the screenshots go: ``make screenshots`` points it at ``docs/``; otherwise a temporary
+folder (a test run never rewrites the committed pictures)."""
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -158,7 +161,9 @@ def number(text: str) -> int:
 
 
 def test_status_page_live(
-    pipeline: tuple[Processes, SimulatorProcess, str], redis_client: redis.Redis
+    pipeline: tuple[Processes, SimulatorProcess, str],
+    redis_client: redis.Redis,
+    tmp_path: Path,
 ) -> None:
     procs, sim, base = pipeline
     try:
@@ -167,7 +172,7 @@ def test_status_page_live(
                 executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
             )
             try:
-                run_page_checks(browser, base, redis_client, procs, sim)
+                run_page_checks(browser, base, redis_client, procs, sim, shots=tmp_path)
             finally:
                 browser.close()
     except BaseException:
@@ -181,6 +186,8 @@ def run_page_checks(
     redis_client: redis.Redis,
     procs: Processes,
     sim: SimulatorProcess,
+    *,
+    shots: Path,
 ) -> None:
     """The page checks, in the order the pipeline's life allows (the feed dies near the end)."""
     errors: list[str] = []
@@ -266,7 +273,8 @@ def run_page_checks(
     # No jobs worker runs here, so the job stays queued.
     expect(past.locator("td.job .badge")).to_have_text("queued", timeout=10_000)
 
-    DOCS.mkdir(exist_ok=True)
+    shots = Path(os.environ.get(SCREENSHOTS_ENV) or shots / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
     # A few sparkline points (the server samples every 2 s) make a more telling screenshot.
     # (A function, not a bare expression: Playwright evaluates bare expressions with eval(),
     # which the page's CSP rightly forbids.)
@@ -276,7 +284,7 @@ def run_page_checks(
         timeout=15_000,
     )
     expect(page.locator("#depth .lvl.offer .price")).to_have_count(10)
-    page.screenshot(path=str(DOCS / "status-1280.png"), full_page=True)
+    page.screenshot(path=str(shots / "status-1280.png"), full_page=True)
     phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
     phone.goto(base + "/")
     expect(phone.locator("[data-testid=badge]").first).to_have_text("Connected", timeout=10_000)
@@ -285,7 +293,7 @@ def run_page_checks(
     # At phone width nothing may force the page wider than the screen.
     overflow = phone.evaluate("document.documentElement.scrollWidth")
     assert overflow <= 390
-    phone.screenshot(path=str(DOCS / "status-390.png"), full_page=True)
+    phone.screenshot(path=str(shots / "status-390.png"), full_page=True)
     phone.close()
 
     # The feed goes away: the ingestor reconnects and the badge turns amber.

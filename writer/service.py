@@ -287,13 +287,21 @@ class Writer:
         p.rows_committed = p.trades_committed = p.dead_committed = p.duplicates = 0
 
     def _lost(self, number: int) -> None:
-        held = self.held.pop(number)
         log.warning("writer %s: lease of partition %d lost", self.id, number)
+        self._let_go(number, self.held.pop(number), lost=True)
+
+    def _let_go(self, number: int, held: _Held, *, lost: bool = False) -> None:
+        """Stop writing a partition: release it cleanly, or (``lost``) drop what was pending."""
         if held.part is not None:
             self._retire(held.part)
-            held.part.drop()
+            if lost:
+                held.part.drop()
+            else:
+                held.part.release()
         else:
             held.lock.release()
+            if not lost:
+                self.leases.release(number, held.value)
 
     # --- ownership --------------------------------------------------------------------------
 
@@ -331,42 +339,46 @@ class Writer:
             for number in leaving:
                 held = self.held.pop(number, None)
                 if held is not None:
-                    self._give_up(number, held)
-        for number in sorted(wanted):
-            self._take(number)
+                    self._let_go(number, held)
+        taken = [number for number in sorted(wanted) if self._take(number)]
+        if taken or leaving:
+            # One line per rebalance (not one per partition): who holds what is the news.
+            log.info(
+                "writer %s: rebalanced: took %s, released %s; holds %d of %d partitions",
+                self.id,
+                _numbers(taken),
+                _numbers(leaving),
+                len(self.held),
+                self.settings.partitions + 1,
+            )
         self._publish(now_ms)
 
-    def _take(self, number: int) -> None:
+    def _take(self, number: int) -> bool:
+        """Hold ``number`` if its lease is free; True if it was newly acquired now."""
         held = self.held.get(number)
+        acquired = False
         if held is None:
             value = self.leases.acquire(number)
             if value is None:
-                return
+                return False
             held = self.held[number] = _Held(value, Lock(self.root, f"partition{number}"))
             held.renewed_at = time.monotonic()
-            log.info("writer %s: acquired partition %d (%s)", self.id, number, value)
+            acquired = True
+            log.debug("writer %s: acquired partition %d (%s)", self.id, number, value)
         if held.part is not None or held.fault_until:
-            return
+            return acquired
         try:
             if not held.lock.acquire():
-                log.info("writer %s: partition %d files still locked, waiting", self.id, number)
-                return
+                log.debug("writer %s: partition %d files still locked, waiting", self.id, number)
+                return acquired
         except OSError as exc:
             held.part = None
             held.backoff = min(BACKOFF_MAX_S, max(BACKOFF_MIN_S, held.backoff * 2))
             held.fault_until = time.monotonic() + held.backoff
             self._error(f"partition {number} lock: {exc}")
-            return
+            return acquired
         self._recover(number, held)
-
-    def _give_up(self, number: int, held: _Held) -> None:
-        log.info("writer %s: releasing partition %d", self.id, number)
-        if held.part is not None:
-            self._retire(held.part)
-            held.part.release()
-        else:
-            held.lock.release()
-            self.leases.release(number, held.value)
+        return acquired
 
     def _publish(self, now_ms: int) -> None:
         s = self.status
@@ -410,7 +422,7 @@ class Writer:
         try:
             self.commit()
             for number in list(self.held):
-                self._give_up(number, self.held.pop(number))
+                self._let_go(number, self.held.pop(number))
             self.client.zrem(self.keys.writers, self.id)
             self.status.state = "stopped"
             self.client.delete(self.keys.writer(self.id))
@@ -444,3 +456,16 @@ def _iso_now() -> str:
 def run_writer(settings: Settings) -> int:
     """``obpipe write``: run one writer until SIGTERM; returns the exit code."""
     return Writer(settings).run()
+
+
+def _numbers(partitions: list[int]) -> str:
+    """``[0, 1, 2, -1]`` → ``0-2,gaps`` for the rebalance line (``-`` when none)."""
+    names = ["gaps" for n in partitions if n == GAPS]
+    runs: list[list[int]] = []
+    for n in sorted(n for n in partitions if n != GAPS):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    spans = [f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs]
+    return ",".join(spans + names) or "-"
