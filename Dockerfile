@@ -15,18 +15,21 @@ COPY writer writer
 COPY jobs jobs
 COPY web web
 COPY simulator simulator
+COPY obpipe obpipe
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 DATA_DIR=/data
 RUN useradd --create-home --uid 10001 obpipe && mkdir -p /data && chown obpipe /data
+# Everything that does not depend on the code comes first, so it stays cached (on a vfs
+# engine every step copies the whole file system: a code change rebuilds as few as possible).
+WORKDIR /home/obpipe
+VOLUME ["/data"]
+ENTRYPOINT ["obpipe"]
+CMD ["--help"]
 COPY --from=build /deps /deps
 RUN pip install --no-cache-dir --no-index /deps/*.whl && rm -rf /deps
 COPY --from=build /wheels /wheels
 # --no-index: every dependency is already installed above; a missing one fails the build.
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
 USER obpipe
-WORKDIR /home/obpipe
-VOLUME ["/data"]
-ENTRYPOINT ["obpipe"]
-CMD ["--help"]

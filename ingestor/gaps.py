@@ -4,7 +4,7 @@ Three sources of gaps, each with its own small state machine:
 
 - :class:`Outage`: the feed connection is down (``disconnect``, ``dead`` connection,
   ``auth_failed``). Opened when a connected session ends or authentication fails, closed when
-  data flows again on a new connection.
+  data flows again on a new connection; :class:`ingestor.protocol.FeedProtocol` drives it.
 - :class:`Overflow`: the Redis buffer was full and frames were dropped; one gap spans from the
   first to the last drop of an episode.
 - ticker moves are computed by :mod:`ingestor.roster` (it knows who held a ticker before).

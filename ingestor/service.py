@@ -1,12 +1,15 @@
-"""The ingestor process: wiring, the reconnect loop, signals, ``main(argv)``.
+"""The ingestor process: wiring, the reconnect loop, signals, :func:`run_ingestor`.
 
-``obpipe ingest`` and ``python -m ingestor`` run :func:`main`. The process keeps one websocket
-session at a time and reconnects forever: transient failures with exponential backoff and
-jitter (0.5 s → 30 s, reset after a stable connection), authentication failures slowly (every
-``--auth-retry`` seconds, or at once when the token file changes) in state ``auth_failed``.
-Every outage becomes a gap record. SIGTERM/SIGINT stop reading, flush what is buffered, mark
-the status ``stopped``, leave the membership ZSET (the others take the tickers over at once)
-and exit 0.
+``obpipe ingest`` and ``python -m ingestor`` (both parsed in :mod:`pipeline.cli`) run
+:func:`run_ingestor`. The process keeps one websocket session at a time and reconnects
+forever: transient failures with exponential backoff and jitter (0.5 s → 30 s, reset after a
+stable connection), authentication failures slowly (every ``--auth-retry`` seconds, or at once
+when the token file changes) in state ``auth_failed``. Every outage becomes a gap record. What
+a connection means (frames, pings, the dead-connection timer, resubscribing, which gap opens or
+closes) is decided by the sans-I/O :class:`~ingestor.protocol.FeedProtocol`; this loop decides
+when to connect and tells it how each connection ended. SIGTERM/SIGINT stop reading, flush
+what is buffered, mark the status ``stopped``, leave the membership ZSET (the others take the
+tickers over at once) and exit 0.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ingestor import gaps
 from ingestor.backoff import Backoff
 from ingestor.credentials import (
     AuthFailedError,
@@ -31,8 +33,9 @@ from ingestor.credentials import (
     token_file_signature,
 )
 from ingestor.entries import EntryPacker, ReceivedClock
+from ingestor.protocol import DataResumed, Event, FeedProtocol, GapClosed
 from ingestor.roster import Roster
-from ingestor.session import STOPPED, ConnectError, Session, Stats
+from ingestor.session import STOPPED, ConnectError, Session
 from ingestor.sink import Sink
 from pipeline import status as st
 from pipeline.keys import Keys
@@ -94,8 +97,13 @@ class Ingestor:
         self.credentials = CredentialSource(settings)
         self.packer = EntryPacker(self.keys, self.me, settings.stream_maxlen)
         self.clock = ReceivedClock()
-        self.stats = Stats()
-        self.outage = gaps.Outage(self.me)
+        self.protocol = FeedProtocol(
+            self.packer,
+            ping_interval_s=settings.ping_interval_s,
+            dead_after_s=settings.dead_after_s,
+            subscribe_trades=settings.subscribe_trades,
+        )
+        self.stats = self.protocol.stats
         self.stop = asyncio.Event()
         self.state = st.CONNECTING
         self.started_at = _iso()
@@ -168,9 +176,17 @@ class Ingestor:
         self.connected_since = _iso()
         log.info("connected and subscribed to %d ticker(s)", len(self.roster.tickers))
 
-    def _data(self, received: bytes) -> None:
-        self._gap(self.outage.end(received.decode()))
-        self.last_error = None
+    def _event(self, event: Event) -> None:
+        """The protocol's process-level events: finished gaps, and the feed flowing again."""
+        if isinstance(event, GapClosed):
+            self._gap(event.record)
+        elif isinstance(event, DataResumed):
+            self.last_error = None
+        # GapOpened needs nothing here: the reconnect loop logs why the feed went down.
+
+    def _events(self, events: list[Event]) -> None:
+        for event in events:
+            self._event(event)
 
     # ---- the main loop ---------------------------------------------------------------------
 
@@ -206,14 +222,13 @@ class Ingestor:
                 session = Session(
                     self.settings,
                     creds,
+                    protocol=self.protocol,
                     roster=self.roster,
                     sink=self.sink,
-                    packer=self.packer,
                     clock=self.clock,
-                    stats=self.stats,
                     stop=self.stop,
                     on_connected=self._connected,
-                    on_data=self._data,
+                    on_event=self._event,
                 )
                 outcome = await session.run()
             except AuthFailedError as exc:
@@ -226,9 +241,7 @@ class Ingestor:
                     exc,
                     self.auth_retry_s,
                 )
-                self._gap(
-                    self.outage.begin(gaps.AUTH_FAILED, _iso(), self.roster.tickers, str(exc))
-                )
+                self._events(self.protocol.auth_failed(str(exc), self.roster.tickers, _iso()))
                 await self._wait_for_token()
                 backoff.reset()
                 continue
@@ -242,9 +255,12 @@ class Ingestor:
             if outcome.cause == STOPPED:
                 return
             backoff.connection_ended(outcome.lasted)
-            start = outcome.last_frame.decode() if outcome.last_frame else _iso()
             self.last_error = f"{outcome.cause}: {outcome.detail}"[:300]
-            self._gap(self.outage.begin(outcome.cause, start, self.roster.tickers, outcome.detail))
+            self._events(
+                self.protocol.connection_lost(
+                    outcome.cause, outcome.detail, self.roster.tickers, _iso()
+                )
+            )
             self.state = st.RECONNECTING
             delay = backoff.next_delay()
             log.warning(
@@ -304,7 +320,7 @@ class Ingestor:
         if roster_task is not None:
             roster_task.cancel()
             await asyncio.gather(roster_task, return_exceptions=True)
-        self._gap(self.outage.end(_iso()))
+        self._events(self.protocol.shutdown(_iso()))
         self.state = st.STOPPED
         self.connected_since = None
         flushed = await self.sink.close(sink_task, SHUTDOWN_FLUSH_S)

@@ -1,12 +1,18 @@
-"""One websocket session: connect, authenticate, subscribe, keep alive, receive until it ends.
+"""One websocket session: the thin I/O shell around :class:`~ingestor.protocol.FeedProtocol`.
 
-The receive loop is the hot path and does as little as possible per frame: take the receive
-time, pack order-book frames straight into stream entries (:mod:`ingestor.entries`) and hand
-them to the sink's buffer. Everything else — trades, pongs, errors, malformed frames — goes
-through the ordinary decoder. Beside it run a keepalive task (the application-level ping every
-``ping_interval_s``, and the watchdog that closes a connection silent for ``dead_after_s``), a
-task that re-sends the subscribe frame whenever the roster's ticker set changes (no
-reconnect), and a task that ends the session on shutdown.
+The shell opens the socket (handshake refusals become :class:`AuthFailedError` or
+:class:`ConnectError`), sends what the protocol asks for and feeds it everything it receives
+and the time; every decision (what a frame means, when to ping, when the connection is dead,
+when to resubscribe, which gap opens or closes) is the protocol's. Four tasks run per
+connection:
+
+- *receive* — the hot path: take the receive time, hand the frame to the protocol, pass the
+  entries it returns to the sink's buffer and act on the rare other events;
+- *keepalive* — sleep until the protocol's next timer, then send the ping it asks for, or end
+  the session when it declares the connection dead;
+- *follow* — on every change of the roster's ticker set, send the protocol's new subscribe
+  frame (no reconnect);
+- *stop* — end the session on shutdown.
 """
 
 from __future__ import annotations
@@ -16,43 +22,37 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from ingestor.credentials import ORIGIN, USER_AGENT, AuthFailedError, Credentials
-from ingestor.entries import BOOK_TAG, EntryPacker, ReceivedClock
+from ingestor.entries import Entry, ReceivedClock
+from ingestor.gaps import DEAD, DISCONNECT
+from ingestor.protocol import (
+    AuthFailed,
+    BadFrame,
+    ConnectionDead,
+    Event,
+    FeedProtocol,
+    ServerError,
+)
 from ingestor.roster import Roster
 from ingestor.sink import Sink
-from pipeline import records
 from pipeline.settings import Settings
-from stockbit import request, wrapper
-from stockbit.errors import ProtocolError
-from stockbit.messages import UNAUTHORIZED, ErrorFrame, OrderBook, RunningTrade, TradeBatch
 
 log = logging.getLogger(__name__)
 
 MAX_FRAME = 16 * 1024 * 1024
 OPEN_TIMEOUT_S = 10.0
-DISCONNECT = "disconnect"
-DEAD = "dead"
+MIN_TIMER_S = 0.001
+"""Shortest keepalive sleep: an event loop waking a hair early must not spin."""
 STOPPED = "stopped"
 
 
 class ConnectError(Exception):
     """The websocket could not be opened (refused, timed out, handshake rejected)."""
-
-
-@dataclass
-class Stats:
-    """Counters the session keeps for the status key (read by the heartbeat)."""
-
-    frames: int = 0
-    bad_frames: int = 0
-    server_errors: int = 0
-    last_frame: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -63,49 +63,38 @@ class Outcome:
     """``disconnect``, ``dead`` or ``stopped``."""
     detail: str
     lasted: float
-    last_frame: bytes
-    """Receive time of its last frame (empty if none): when the data really stopped."""
 
 
 class Session:
-    """One connection's life. Construct per connection; :meth:`run` once."""
+    """One connection's life. Construct per connection; :meth:`run` once.
+
+    ``on_connected`` runs once the auth and subscribe frames are sent; ``on_event`` gets the
+    protocol events that are the process's business rather than the socket's
+    (:class:`~ingestor.protocol.GapClosed`, :class:`~ingestor.protocol.DataResumed`).
+    """
 
     def __init__(
         self,
         settings: Settings,
         credentials: Credentials,
         *,
+        protocol: FeedProtocol,
         roster: Roster,
         sink: Sink,
-        packer: EntryPacker,
         clock: ReceivedClock,
-        stats: Stats,
         stop: asyncio.Event,
         on_connected: Callable[[], None],
-        on_data: Callable[[bytes], None],
+        on_event: Callable[[Event], None],
     ) -> None:
         self.settings = settings
         self.credentials = credentials
+        self.protocol = protocol
         self.roster = roster
         self.sink = sink
-        self.packer = packer
         self.clock = clock
-        self.stats = stats
         self.stop = stop
         self.on_connected = on_connected
-        self.on_data = on_data
-        self._awaiting_data = True
-        self._before = stats.last_frame
-
-    def _subscribe_frame(self, tickers: tuple[str, ...]) -> bytes:
-        creds = self.credentials
-        return request.subscribe(
-            creds.user_id,
-            creds.key.reveal(),
-            creds.token.reveal(),
-            order_book=tickers,
-            running_trade_batch=tickers if self.settings.subscribe_trades else (),
-        )
+        self.on_event = on_event
 
     async def _open(self) -> ClientConnection:
         try:
@@ -114,7 +103,8 @@ class Session:
                 subprotocols=[Subprotocol("web")],
                 origin=Origin(ORIGIN),
                 user_agent_header=USER_AGENT,
-                # The application ping below is the keepalive the server expects.
+                # The application ping (the protocol's PingDue) is the keepalive the server
+                # expects.
                 ping_interval=None,
                 ping_timeout=None,
                 max_size=MAX_FRAME,
@@ -136,26 +126,21 @@ class Session:
         """Connect and stream until the connection ends or ``stop`` is set.
 
         Raises :class:`AuthFailedError` on a 401 (frame or handshake), :class:`ConnectError`
-        when the connection cannot be opened.
+        when the connection cannot be opened. Telling the protocol that the connection is over
+        (and so opening the gap) is the caller's: it knows the cause of a refusal too.
         """
         ws = await self._open()
         started = time.monotonic()
         try:
-            await ws.send(
-                request.auth(
-                    self.credentials.user_id,
-                    self.credentials.key.reveal(),
-                    self.credentials.token.reveal(),
-                )
-            )
             version = self.roster.version
-            await ws.send(self._subscribe_frame(self.roster.tickers))
+            for outgoing in self.protocol.connect(self.credentials, self.roster.tickers, started):
+                await ws.send(outgoing.frame)
             self.on_connected()
-            tasks = [
+            tasks: list[asyncio.Task[ConnectionDead | None]] = [
                 asyncio.create_task(self._receive(ws), name="receive"),
                 asyncio.create_task(self._keepalive(ws), name="keepalive"),
                 asyncio.create_task(self._follow(ws, version), name="follow"),
-                asyncio.create_task(self.stop.wait(), name="stop"),
+                asyncio.create_task(self._stopped(), name="stop"),
             ]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -166,19 +151,16 @@ class Session:
             first = next(iter(done))
             lasted = time.monotonic() - started
             error = first.exception()
-            if isinstance(error, AuthFailedError):
-                raise error
             if isinstance(error, ConnectionClosed):
-                return Outcome(DISCONNECT, _closed(error), lasted, self._last_data())
+                return Outcome(DISCONNECT, _closed(error), lasted)
             if error is not None:
-                raise error
-            if first.get_name() == "keepalive":
-                detail = f"no frame for {self.settings.dead_after_s:g}s"
-                return Outcome(DEAD, detail, lasted, self._last_data())
-            return Outcome(STOPPED, "", lasted, self._last_data())
+                raise error  # AuthFailedError from a 401 frame, or a bug
+            dead = first.result()
+            if dead is not None:
+                return Outcome(DEAD, dead.detail, lasted)
+            return Outcome(STOPPED, "", lasted)
         except ConnectionClosed as exc:
-            lasted = time.monotonic() - started
-            return Outcome(DISCONNECT, _closed(exc), lasted, self._last_data())
+            return Outcome(DISCONNECT, _closed(exc), time.monotonic() - started)
         finally:
             # A dead peer would keep close() waiting for its handshake: abort instead.
             if ws.transport is not None:
@@ -186,103 +168,59 @@ class Session:
             await ws.close()
 
     async def _receive(self, ws: ClientConnection) -> None:
+        # Locals, not attribute lookups, on the path every frame takes.
         recv = ws.recv
-        now = self.clock.now
-        book = self.packer.book
+        receive = self.protocol.receive
+        received_at = self.clock.now
+        monotonic = time.monotonic
         add = self.sink.add
-        stats = self.stats
+        act = self._act
         while True:
             frame = await recv()
-            received = now()
-            stats.frames += 1
-            stats.last_frame = received
-            if self._awaiting_data:
-                self._first_frame(frame, received)
-            if type(frame) is bytes and frame and frame[0] == BOOK_TAG:
-                entry = book(frame, received)
-                if entry is not None:
-                    add(entry)
-                    continue
-            self._slow(frame, received)
+            for event in receive(frame, monotonic(), received_at()):
+                if type(event) is Entry:
+                    add(event)
+                else:
+                    act(event)
         # (never reached: recv raises ConnectionClosed when the socket ends)
 
-    def _first_frame(self, frame: bytes | str, received: bytes) -> None:
-        # Data flowing again on a new connection ends the outage gap; a 401 does not.
-        if isinstance(frame, bytes) and frame[:1] == b"\x3a":
-            return
-        self._awaiting_data = False
-        self.on_data(received)
-
-    def _last_data(self) -> bytes:
-        last = self.stats.last_frame
-        return b"" if last == self._before else last
-
-    def _slow(self, frame: bytes | str, received: bytes) -> None:
-        if isinstance(frame, str):
-            self._bad("text frame where a binary protobuf frame was expected", frame.encode())
-            return
-        try:
-            message = wrapper.decode(frame)
-        except ProtocolError as exc:
-            self._bad(str(exc), frame)
-            return
-        source = self.packer.source.decode()
-        if isinstance(message, OrderBook):
-            try:
-                record = records.from_book(message, datetime.now(UTC), source)
-            except ProtocolError as exc:
-                self._bad(str(exc), frame)
-                return
-            self.sink.add(self.packer.record(record, received))
-        elif isinstance(message, TradeBatch | RunningTrade):
-            prints = message.trades if isinstance(message, TradeBatch) else (message,)
-            for trade in prints:
-                try:
-                    trade_record = records.from_trade(trade, datetime.now(UTC), source)
-                except ProtocolError as exc:
-                    self._bad(str(exc), frame)
-                    continue
-                self.sink.add(self.packer.record(trade_record, received))
-        elif isinstance(message, ErrorFrame):
-            if message.code == UNAUTHORIZED:
-                raise AuthFailedError(f"the server answered 401: {message.message[:100]}")
-            self.stats.server_errors += 1
+    def _act(self, event: Event) -> None:
+        """The events of a received frame other than data."""
+        if isinstance(event, BadFrame):
+            self.sink.dead_letter(event.error, event.raw)
+            if event.number <= 10 or event.number % 1000 == 0:
+                log.warning(
+                    "bad frame #%d (%d bytes): %s", event.number, len(event.raw), event.error
+                )
+        elif isinstance(event, ServerError):
             self.sink.count("server_errors")
-            log.warning("server error frame %d: %s", message.code, message.message[:200])
-        # Pongs, live prices and channels we did not ask for need nothing beyond the count.
+            log.warning("server error frame %d: %s", event.code, event.message)
+        elif isinstance(event, AuthFailed):
+            raise AuthFailedError(event.detail)
+        else:
+            self.on_event(event)
 
-    def _bad(self, error: str, raw: bytes) -> None:
-        self.stats.bad_frames += 1
-        self.sink.dead_letter(error, raw)
-        if self.stats.bad_frames <= 10 or self.stats.bad_frames % 1000 == 0:
-            log.warning("bad frame #%d (%d bytes): %s", self.stats.bad_frames, len(raw), error)
-
-    async def _keepalive(self, ws: ClientConnection) -> None:
-        interval = self.settings.ping_interval_s
-        dead_after = self.settings.dead_after_s
-        tick = min(0.25, interval / 2, dead_after / 4)
-        seen = -1
-        progress = time.monotonic()
-        next_ping = progress + interval
+    async def _keepalive(self, ws: ClientConnection) -> ConnectionDead:
+        protocol = self.protocol
         while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            if self.stats.frames != seen:
-                seen = self.stats.frames
-                progress = now
-            elif now - progress > dead_after:
-                log.warning("no frame and no pong for %.1fs: connection is dead", now - progress)
-                return
-            if now >= next_ping:
-                await ws.send(request.PING)
-                next_ping = now + interval
+            await asyncio.sleep(max(MIN_TIMER_S, protocol.wakeup_at() - time.monotonic()))
+            for event in protocol.tick(time.monotonic()):
+                if isinstance(event, ConnectionDead):
+                    log.warning(
+                        "no frame and no pong for %.1fs: connection is dead", event.silent_for
+                    )
+                    return event
+                await ws.send(event.frame)
 
     async def _follow(self, ws: ClientConnection, version: int) -> None:
         while True:
             version = await self.roster.wait_change(version)
-            tickers = self.roster.tickers
-            await ws.send(self._subscribe_frame(tickers))
-            log.info("subscription updated: %d ticker(s)", len(tickers))
+            for subscribe in self.protocol.set_tickers(self.roster.tickers):
+                await ws.send(subscribe.frame)
+                log.info("subscription updated: %d ticker(s)", len(subscribe.tickers))
+
+    async def _stopped(self) -> None:
+        await self.stop.wait()
 
 
 def _closed(exc: ConnectionClosed) -> str:

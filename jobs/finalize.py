@@ -1,4 +1,5 @@
-"""``finalize_day``: verify a finished day's files, write its manifest, compress old days.
+"""``finalize_day``: verify a finished day's files, write their Parquet twins and the manifest,
+compress old days, drop old CSVs (``KEEP_CSV_DAYS``).
 
 An RQ job function (``jobs.finalize.finalize_day``), run by ``obpipe jobs``, or in process by
 ``obpipe finalize DAY``. Jobs get everything they need as arguments (the enqueuing process has
@@ -19,10 +20,10 @@ from typing import Any
 
 import redis
 
-from jobs import manifest
+from jobs import manifest, parquet
 from pipeline.days import WIB, age_days, bounds, parse_day
 from pipeline.keys import Keys
-from pipeline.layout import CSV, Layout
+from pipeline.layout import CSV, GZ, Layout
 
 log = logging.getLogger("obpipe.jobs")
 
@@ -79,6 +80,10 @@ def _gzip(path: Path) -> None:
 
 def _gaps(layout: Layout, day: str) -> list[dict[str, str]]:
     path = layout.gaps(day)
+    packed = path.with_name(path.name + GZ)  # a re-run after COMPRESS_AFTER_DAYS gzipped it
+    if packed.is_file() and not path.is_file():
+        with gzip.open(packed, "rt", newline="") as handle:
+            return list(csv.DictReader(handle))
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
@@ -91,16 +96,20 @@ def finalize_day(
     *,
     key_prefix: str = "obpipe:",
     compress_after_days: int = 0,
+    keep_csv_days: int = 0,
     grace_min: int = 30,
     connection: redis.Redis | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Verify a finished day's files against the writers' counts and write its manifest.
 
-    Writes ``$DATA_DIR/manifests/YYYY-MM-DD.json`` (atomically) and, when the day is at least
-    ``compress_after_days`` old (0 = never), gzips its CSVs. Idempotent: running it again
-    yields the same manifest figures. Problems (a corrupt file, a count mismatch) are written
-    into the manifest and returned, never hidden; I/O errors raise so RQ retries the job.
+    Writes the Parquet twin of every ticker CSV (:mod:`jobs.parquet`, checked row for row),
+    then ``$DATA_DIR/manifests/YYYY-MM-DD.json`` (atomically) and, when the day is at least
+    ``compress_after_days`` old (0 = never), gzips its CSVs. With ``keep_csv_days`` > 0 it
+    then removes the ticker CSVs of every finalized day that old whose Parquet verifies.
+    Idempotent: running it again yields the same manifest figures (and keeps unchanged Parquet
+    files). Problems (a corrupt file, a count mismatch) are written into the manifest and
+    returned, never hidden; I/O errors raise so RQ retries the job.
     """
     moment = now or datetime.now(WIB)
     the_day = check_finished(day, moment, grace_min)
@@ -108,7 +117,16 @@ def finalize_day(
     client = connection if connection is not None else _connection()
     counts_raw = client.hgetall(Keys(key_prefix).day_counts(day))
     expected = {_text(k): int(v) for k, v in counts_raw.items()}
-    result = manifest.build(layout, day, expected, _gaps(layout, day))
+    previous = parquet.load_manifest(layout, day)
+    # CSVs that retention removed are re-verified through their Parquet twins, not re-read.
+    removed = parquet.removed_files(previous)
+    parquet.finish_removal(layout, removed)
+    present = {path: rows for path, rows in expected.items() if path not in removed}
+    result = manifest.build(layout, day, present, _gaps(layout, day))
+    if previous is not None and removed:
+        parquet.carry(result, previous, removed, expected)
+    # Before any gzip or removal: the twins are made from (and checked against) the CSVs.
+    parquet.merge(result, parquet.write_day(layout, result["files"], previous))
     result["generated_at"] = moment.astimezone(WIB).isoformat(timespec="seconds")
     compress = compress_after_days > 0 and age_days(the_day, moment) >= compress_after_days
     if compress and result["ok"]:
@@ -116,7 +134,10 @@ def finalize_day(
             if path.suffix == CSV:
                 _gzip(path)
         result["compressed"] = True
-    _write_atomically(layout.manifest(day), json.dumps(result, indent=2) + "\n")
+    _save_manifest(layout, day, result)
+    swept = parquet.sweep(layout, moment, keep_csv_days, lambda d, m: _save_manifest(layout, d, m))
+    if day in swept:
+        result = parquet.load_manifest(layout, day) or result
     if result["ok"]:
         log.info("finalized %s: %d files, all verified", day, len(result["files"]))
     else:
@@ -127,6 +148,10 @@ def finalize_day(
             result["problems"][:5],
         )
     return result
+
+
+def _save_manifest(layout: Layout, day: str, result: dict[str, Any]) -> None:
+    _write_atomically(layout.manifest(day), json.dumps(result, indent=2) + "\n")
 
 
 def _text(value: bytes | str) -> str:

@@ -58,6 +58,7 @@ def job_kwargs(settings: Settings) -> dict[str, object]:
         "data_dir": str(settings.data_dir.resolve()),
         "key_prefix": settings.key_prefix,
         "compress_after_days": settings.compress_after_days,
+        "keep_csv_days": settings.keep_csv_days,
         "grace_min": settings.finalize_grace_min,
     }
 

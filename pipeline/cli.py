@@ -77,6 +77,25 @@ def _day(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _day_span(text: str) -> list[str]:
+    from obpipe.files import span  # noqa: PLC0415 (the reader's DAY|START..END, one parser)
+    from pipeline.days import DayError  # noqa: PLC0415
+
+    try:
+        return span(text)
+    except DayError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _codes(text: str) -> tuple[str, ...]:
+    from pipeline.ticker import TickerError, parse_list  # noqa: PLC0415
+
+    try:
+        return parse_list(text)
+    except TickerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # -- handlers: settings once, then the owning package does the work --------------------------
 
 
@@ -241,6 +260,73 @@ def _finalize(args: argparse.Namespace) -> int:
     summary["files"] = len(result["files"])
     print(json.dumps(summary, indent=2))
     return 0 if result["ok"] else 1
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from pipeline.startup import boot  # noqa: PLC0415
+
+    if args.test:
+        from jobs.sender import send_test  # noqa: PLC0415
+        from pipeline.settings import SettingsError  # noqa: PLC0415
+
+        settings = boot("alerts")
+        if not settings.alert_urls:
+            print("obpipe alerts: ALERT_URLS is not set: nothing to test", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            results = send_test(settings.alert_urls)
+        except SettingsError as exc:
+            print(f"obpipe alerts: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        for name, ok in results:
+            print(f"{name}: {'sent' if ok else 'FAILED (see the log line above)'}")
+        return 0 if all(ok for _, ok in results) else 1
+
+    def work(client: Any, keys: Any) -> int:
+        from datetime import UTC  # noqa: PLC0415
+
+        from web.alerts import read_alerts  # noqa: PLC0415
+
+        doc = read_alerts(client, keys, datetime.now(UTC), args.recent)
+        monitor = doc["monitor"]
+        if monitor is None:
+            print("alert monitor: none running (it runs inside `obpipe jobs`)")
+        else:
+            count = monitor["destinations"]
+            where = f"{count} destination(s)" if count else "nowhere: no ALERT_URLS"
+            print(f"alert monitor: {monitor['id']}, sending to {where}")
+        print(f"active ({len(doc['active'])}):")
+        for item in doc["active"]:
+            print(f"  {item['severity']:<8} {item['title']}  (since {item['since']})")
+        sent, failed = doc["sent"], doc["failed"]
+        print(f"recent ({len(doc['recent'])}), newest first; sent {sent}, failed {failed}:")
+        for item in doc["recent"]:
+            state = item["delivery"].get("state", "?")
+            print(f"  {item['at'][:19]}  {item['kind']:<8} {state:<10} {item['subject']}")
+        return 0
+
+    return _with_redis("alerts", work)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from obpipe.export import export  # noqa: PLC0415
+    from obpipe.tables import TableError  # noqa: PLC0415
+    from pipeline.startup import boot  # noqa: PLC0415
+
+    settings = boot("export")
+    codes = [code for group in args.codes for code in group] if args.codes else None
+    try:
+        done = export(args.days, settings.data_dir, args.out, fmt=args.format, codes=codes)
+    except (TableError, ValueError, OSError) as exc:
+        print(f"obpipe export: {exc}", file=sys.stderr)
+        return 1
+    for day in done.empty_days:
+        print(f"obpipe export: nothing for {day}", file=sys.stderr)
+    print(
+        f"exported {len(done.files)} file(s), {done.bytes / 1e6:,.1f} MB ({done.converted} "
+        f"converted, the rest copied) to {args.out}"
+    )
+    return 0 if done.files else 1
 
 
 # -- parsers -------------------------------------------------------------------------------
@@ -520,6 +606,19 @@ def _check_tickers(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(f"{args.action} needs at least one CODE")
 
 
+def _add_alerts(sub: Any) -> None:
+    p = sub.add_parser(
+        "alerts",
+        help="show recent alerts, or send a test alert",
+        description="Show the active alert conditions and the recent alerts with their delivery "
+        "state (from Redis), or with --test send one test notification to every ALERT_URLS "
+        "entry now and say which accepted it.",
+    )
+    p.add_argument("--test", action="store_true", help="send a test alert to every destination")
+    p.add_argument("--recent", type=_positive_int, default=20, help="recent alerts shown (20)")
+    p.set_defaults(handler=_alerts)
+
+
 def _add_finalize(sub: Any) -> None:
     p = sub.add_parser(
         "finalize",
@@ -536,6 +635,34 @@ def _add_finalize(sub: Any) -> None:
     p.set_defaults(handler=_finalize)
 
 
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="copy days out as Parquet or CSV",
+        description="Copy days of DATA_DIR (order books, trades, prices, and the gaps file) "
+        "into a folder laid out like DATA_DIR: Parquet twins are copied, days not finalized "
+        "yet are converted from CSV; --format csv copies the CSVs (or rebuilds them from "
+        "Parquet where KEEP_CSV_DAYS removed them).",
+    )
+    p.add_argument(
+        "days", type=_day_span, metavar="DAY|START..END", help="a Jakarta day, or a range"
+    )
+    p.add_argument(
+        "--format", choices=("parquet", "csv"), default="parquet", help="(default %(default)s)"
+    )
+    p.add_argument(
+        "--codes",
+        type=_codes,
+        nargs="+",
+        metavar="CODE",
+        help="only these tickers (space- or comma-separated; default: all)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("export"), help="target folder (default %(default)s)"
+    )
+    p.set_defaults(handler=_export)
+
+
 COMMANDS: dict[str, Callable[[Any], None]] = {
     "run": _add_run,
     "ingest": _add_ingest,
@@ -546,6 +673,8 @@ COMMANDS: dict[str, Callable[[Any], None]] = {
     "status": _add_status,
     "tickers": _add_tickers,
     "finalize": _add_finalize,
+    "alerts": _add_alerts,
+    "export": _add_export,
 }
 """Subcommand → the function that adds its parser (in ``--help`` order)."""
 

@@ -111,3 +111,53 @@ class Keys:
     def day_counts(self, day: str) -> str:
         """HASH of rows written per file for a day (``orderbook/2026-03-02_BBCA.csv`` → rows)."""
         return f"{self.prefix}day:{day}:rows"
+
+    # --- alerts (pipeline/alerts.py, pipeline/conditions.py, jobs/monitor.py) -------------
+
+    @property
+    def alerts(self) -> str:
+        """Capped STREAM of alerts (start, reminder, clear, event, digest), newest last;
+        fields as :meth:`pipeline.alerts.Alert.fields`. The status page lists the newest."""
+        return f"{self.prefix}alerts"
+
+    @property
+    def alerts_delivery(self) -> str:
+        """HASH alert key → JSON delivery state (``pending``, ``sent``, ``failed``, ...,
+        attempts, destinations), written by the sender thread; pruned with the stream."""
+        return f"{self.prefix}alerts:delivery"
+
+    @property
+    def alerts_active(self) -> str:
+        """HASH condition id → JSON state of each active condition (since, last notified):
+        the state machine, persisted so a restarted or new monitor neither repeats a start
+        alert nor forgets to send the clear."""
+        return f"{self.prefix}alerts:active"
+
+    @property
+    def alert_conditions(self) -> str:
+        """HASH condition id → JSON condition raised by another process through
+        :func:`pipeline.conditions.raise_condition` (token refresher, raw archive, ...)."""
+        return f"{self.prefix}alerts:conditions"
+
+    @property
+    def alerts_lock(self) -> str:
+        """The alert monitor's lock (value: holder id, PX TTL renewed every cycle): one
+        monitor evaluates and sends at a time, however many ``obpipe jobs`` run."""
+        return f"{self.prefix}alerts:lock"
+
+    @property
+    def alerts_members(self) -> str:
+        """HASH ``ingestor:<id>`` / ``writer:<id>`` → JSON (first seen, last heartbeat,
+        stale): the processes the monitor expects, to tell a crash from a clean stop."""
+        return f"{self.prefix}alerts:members"
+
+    @property
+    def alerts_cursor(self) -> str:
+        """STRING: id of the last gap record the monitor has looked at."""
+        return f"{self.prefix}alerts:cursor"
+
+    @property
+    def alerts_monitor(self) -> str:
+        """STRING (JSON, TTL): the monitor holding the lock, and where it sends (a count of
+        destinations, never the URLs). Missing = no monitor running."""
+        return f"{self.prefix}alerts:monitor"

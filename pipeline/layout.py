@@ -66,6 +66,12 @@ def price_file(day: str, code: str) -> str:
     return f"{PRICES}/{day}_{code}{CSV}"
 
 
+def parquet_file(kind: str, day: str, code: str) -> str:
+    """``parquet/<kind>/date=YYYY-MM-DD/CODE.parquet``: a ticker file's Parquet twin, in hive
+    partitions so that one glob reads a month into DuckDB or polars."""
+    return f"{PARQUET}/{kind}/date={check_day(day)}/{code}.parquet"
+
+
 def gap_file(day: str) -> str:
     """``gaps/YYYY-MM-DD.csv``."""
     return f"{GAPS}/{day}{CSV}"
@@ -144,7 +150,11 @@ class Layout:
 
     def parquet(self, kind: str, day: str, code: str) -> Path:
         """``DATA_DIR/parquet/<kind>/date=YYYY-MM-DD/CODE.parquet`` (hive-partitioned)."""
-        return self.root / PARQUET / kind / f"date={check_day(day)}" / f"{code}.parquet"
+        return self.root / parquet_file(kind, day, code)
+
+    def parquet_day(self, kind: str, day: str) -> Path:
+        """``DATA_DIR/parquet/<kind>/date=YYYY-MM-DD``: one day's Parquet files of a kind."""
+        return self.root / PARQUET / kind / f"date={check_day(day)}"
 
     def replay_dir(self, day: str) -> Path:
         """``DATA_DIR/replay/YYYY-MM-DD``: where ``obpipe replay`` rebuilds a day."""

@@ -44,10 +44,17 @@ class ScrubbingFormatter(logging.Formatter):
             text = json.dumps(payload, ensure_ascii=False)
         else:
             text = super().format(record)
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, HIDDEN)
-        return text
+        return scrub(text)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every registered secret replaced by ``<hidden>`` (the log lines' filter;
+    alert texts go through it too)."""
+    # Longest first, so a URL is hidden whole before a piece of it is.
+    for secret in sorted(ScrubbingFormatter.secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, HIDDEN)
+    return text
 
 
 def register_secret(value: str | None) -> None:
@@ -65,6 +72,7 @@ def configure(settings: Settings, process: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    # Libraries' debug chatter (frame dumps) could echo credentials and floods the log.
-    for noisy in ("websockets", "urllib3", "asyncio"):
+    # Libraries' debug chatter (frame dumps, apprise's request URLs) could echo credentials
+    # and floods the log.
+    for noisy in ("websockets", "urllib3", "asyncio", "apprise"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))

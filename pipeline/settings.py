@@ -84,8 +84,15 @@ class Settings:
     lease_ttl_ms: int = 5_000
     finalize_grace_min: int = 30
     compress_after_days: int = 0
+    keep_csv_days: int = 0
+    """Remove a finalized day's ticker CSVs at this age, once its Parquet verified (0 = never)."""
     holidays_file: Path | None = None
     """Extra IDX closures/openings (format: :func:`pipeline.calendar.parse_holidays_file`)."""
+    alert_urls: tuple[Secret, ...] = ()
+    """Apprise URLs alerts are sent to (each one carries a credential: never shown)."""
+    alert_gap_s: float = 60.0
+    alert_lag_s: float = 30.0
+    alert_repeat_min: int = 30
 
     def __repr__(self) -> str:
         # Dataclass repr would print the Secrets as <hidden> already; the URL needs redaction.
@@ -106,6 +113,8 @@ class Settings:
         password = urlsplit(self.redis_url.reveal()).password
         if password:
             values.append(password)
+        for url in self.alert_urls:
+            values.extend(alert_url_secrets(url.reveal()))
         return tuple(v for v in values if len(v) >= 4)
 
     @classmethod
@@ -204,8 +213,54 @@ class _Reader:
         out["lease_ttl_ms"] = self.parse("LEASE_TTL_MS", 5_000, _int_range(200, 600_000))
         out["finalize_grace_min"] = self.parse("FINALIZE_GRACE_MIN", 30, _int_range(0, 24 * 60))
         out["compress_after_days"] = self.parse("COMPRESS_AFTER_DAYS", 0, _int_range(0, 3650))
+        out["keep_csv_days"] = self.parse("KEEP_CSV_DAYS", 0, _int_range(0, 3650))
         out["holidays_file"] = self.parse("HOLIDAYS_FILE", None, check_holidays_file)
+        no_urls: tuple[Secret, ...] = ()
+        out["alert_urls"] = self.parse("ALERT_URLS", no_urls, _alert_urls)
+        out["alert_gap_s"] = self.parse("ALERT_GAP_S", 60.0, _float_range(1, 86_400))
+        out["alert_lag_s"] = self.parse("ALERT_LAG_S", 30.0, _float_range(1, 86_400))
+        out["alert_repeat_min"] = self.parse("ALERT_REPEAT_MIN", 30, _int_range(0, 7 * 24 * 60))
         return out
+
+
+_URL_SPLIT = re.compile(r"\s+|,(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
+_APPRISE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+\Z")
+_URL_PIECES = re.compile(r"[/:@?&=,;#]+")
+
+
+def split_alert_urls(value: str) -> list[str]:
+    """``ALERT_URLS`` → its entries: separated by whitespace, or by commas before the next
+    ``scheme://`` (a comma inside one URL, as in ``mailto://...?to=a@x,b@y``, stays)."""
+    return [part.strip(",") for part in _URL_SPLIT.split(value) if part.strip(",")]
+
+
+def _alert_urls(value: str) -> tuple[Secret, ...]:
+    # Entries are named by position only: their text holds bot tokens and passwords. Whether
+    # apprise can send to each is checked where alerts are sent (jobs.sender.destinations),
+    # so the capture processes do not load apprise's 200 plugins at every start.
+    entries = split_alert_urls(value)
+    bad = [str(i) for i, url in enumerate(entries, 1) if not _APPRISE_URL.match(url)]
+    if bad:
+        which = f"entry {bad[0]} is" if len(bad) == 1 else f"entries {', '.join(bad)} are"
+        raise ValueError(
+            f"{which} not a URL, of {len(entries)} (expected scheme://..., "
+            "e.g. tgram://BOTTOKEN/CHATID)"
+        )
+    return tuple(Secret(url) for url in entries)
+
+
+def alert_url_secrets(url: str) -> list[str]:
+    """The parts of an alert URL to hide wherever text leaves a process: the URL itself
+    and each piece of 8 characters or more that could be a credential (bot tokens, webhook
+    tokens, passwords, topics), since a library may echo any of them in an error message.
+    Host names, addresses and plain numbers (chat ids) are left out: they are no secret,
+    and hiding them would mangle ordinary log lines."""
+    _, _, rest = url.partition("://")
+    pieces = [
+        p for p in _URL_PIECES.split(rest) if len(p) >= 8 and not p.isdigit() and "." not in p
+    ]
+    password = urlsplit(url).password
+    return [url, rest, *pieces, *([password] if password else [])]
 
 
 def _redis_url(value: str) -> str:

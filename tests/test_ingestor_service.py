@@ -3,6 +3,10 @@
 Each test starts ``python -m ingestor`` subprocesses with environment variables, drives the
 simulator's fault options, and checks what reached Redis against the simulator's journal (the
 ground truth of every frame it sent). Conditions are polled with deadlines, not slept on.
+
+The connection state machine itself (a 401 frame, the dead-connection timer, ping timing,
+the gap a reconnect closes, resubscribing, malformed frames) is unit-tested without processes
+in ``test_ingestor_protocol.py``; these tests check what only real processes and sockets show.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -247,12 +252,11 @@ def test_frames_subscriptions_pings_and_no_secrets(  # noqa: PLR0917  (fixtures)
     assert time.monotonic() - added < 5
     assert cli.main(["tickers", "remove", "TLKM"]) == 0
     wait_for(lambda: "TLKM" not in ing.status(raw)["tickers"], 5, "TLKM dropped")
-    time.sleep(1.0)  # frames already on the wire when the new subscribe went out
-    before = frames(raw, "TLKM")
-    time.sleep(1.0)
-    assert frames(raw, "TLKM") == before
+    # What the new subscribe frame carries is tests/test_ingestor_protocol.py's business.
 
-    # Well past the 2 s ping window: the application ping kept the one connection alive.
+    # Past the 2 s ping window: the application pings on the wire kept the one connection.
+    since = parse_iso(ing.status(raw)["connected_since"])
+    wait_for(lambda: datetime.now(UTC) - since > timedelta(seconds=3), 10, "3 s connected")
     status = ing.status(raw)
     assert status["reconnects"] == 0 and status["state"] == "connected"
     assert status["token_expires_at"].endswith("+07:00")
@@ -296,6 +300,28 @@ def test_reconnects_after_drops_with_gaps_and_dead_letters(
     assert int(raw.hget(KEYS.counters, "bad_frames") or 0) > 0
     before = frames(raw, "BBCA")
     wait_for(lambda: frames(raw, "BBCA") > before, 10, "frames after reconnects")
+    assert ing.stop() == 0
+
+
+def test_a_stalled_connection_is_declared_dead_and_replaced(
+    tmp_path: Path, redis_url: str, raw: Any, procs: list[Any]
+) -> None:
+    """A socket that goes quiet (no data, no pongs) is given up and recorded as a dead gap."""
+    sim = start_sim(tmp_path, procs, "--rate", "10", "--stall-every", "1.5", "--stall-for", "5")
+    ing = start(
+        procs, tmp_path, "ing-a", redis_url, sim, token_file(tmp_path), "BBCA", DEAD_AFTER_S="1"
+    )
+
+    def dead_gaps() -> list[dict[bytes, bytes]]:
+        return [f for _, f in raw.xrange(KEYS.gaps) if f[b"cause"] == b"dead"]
+
+    gap = wait_for(dead_gaps, 20, "a dead gap")[0]
+    assert gap[b"detail"] == b"no frame for 1s" and gap[b"tickers"] == b"BBCA"
+    # From the last frame before the stall to the first one on the next connection.
+    lasted = parse_iso(gap[b"end"].decode()) - parse_iso(gap[b"start"].decode())
+    assert timedelta(seconds=1) <= lasted < timedelta(seconds=5)
+    assert ing.status(raw)["reconnects"] >= 1
+    assert "connection is dead" in ing.log()
     assert ing.stop() == 0
 
 

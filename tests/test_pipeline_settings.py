@@ -104,3 +104,36 @@ def test_secrets_hidden_from_repr_and_errors() -> None:
 
 def test_redact_url_without_password() -> None:
     assert redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+
+
+def test_alert_settings() -> None:
+    bot = "tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/987654321"
+    mail = "mailtos://me:s3cretpass@example.com?to=a@example.com,b@example.com"
+    s = Settings.from_env(
+        {
+            "ALERT_URLS": f"{bot}, {mail}\n ntfy://obpipe-alerts-7xq2k",
+            "ALERT_GAP_S": "90",
+            "ALERT_LAG_S": "12.5",
+            "ALERT_REPEAT_MIN": "0",
+        }
+    )
+    assert [u.reveal() for u in s.alert_urls] == [bot, mail, "ntfy://obpipe-alerts-7xq2k"]
+    assert (s.alert_gap_s, s.alert_lag_s, s.alert_repeat_min) == (90.0, 12.5, 0)
+    assert bot not in repr(s) and "AAHdq" not in repr(s)
+    hidden = s.secrets()
+    assert bot in hidden and "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" in hidden
+    assert "s3cretpass" in hidden and "obpipe-alerts-7xq2k" in hidden
+    assert "987654321" not in hidden and "example.com" not in hidden  # no secrets, common text
+    default = Settings.from_env({})
+    assert default.alert_urls == () and default.alert_repeat_min == 30
+
+
+def test_bad_alert_urls_are_named_by_position_not_content() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {"ALERT_URLS": "json://ok/x secret-bot-token-123 ntfy://t", "ALERT_GAP_S": "0"}
+        )
+    message = str(caught.value)
+    assert "ALERT_URLS: entry 2 is not a URL, of 3" in message
+    assert "secret-bot-token-123" not in message
+    assert "ALERT_GAP_S" in message

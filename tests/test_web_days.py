@@ -306,6 +306,7 @@ def test_finalize_enqueues_the_job(
         "data_dir": str(data_dir.resolve()),
         "key_prefix": "obpipe:",
         "compress_after_days": 0,
+        "keep_csv_days": 0,
         "grace_min": 30,
     }
     assert job.retries_left == 3 and job.retry_intervals == [60, 300, 900]

@@ -10,36 +10,48 @@ from typing import Any
 import pytest
 import redis
 
+import writer.files
 from pipeline.keys import Keys
 from pipeline.records import BookRecord
-from writer.files import Lock, sync
+from writer.files import FlushError, Lock, OpenFiles, sync
 from writer.lease import Leases
 from writer.partition import Partition
+from writer.service import _write_batches
 
 pytestmark = pytest.mark.redis
 KEYS = Keys("obpipe:", 1)
 
 
-def record(seq: int, day: str = "2026-03-02") -> dict[str, str]:
+def record(seq: int, day: str = "2026-03-02", code: str = "BBCA") -> dict[str, str]:
     stamp = f"{day}T10:00:{seq:02d}.000000+07:00"
-    return BookRecord("BBCA", "BID", seq, stamp, f"{8000 + seq};1;100", stamp, "i").fields()
+    return BookRecord(code, "BID", seq, stamp, f"{8000 + seq};1;100", stamp, "i").fields()
 
 
-def read_all(client: redis.Redis, after: str) -> list[Any]:
-    reply = client.xread({KEYS.stream(0): after}, count=1000)
+def read_all(client: redis.Redis, after: str, keys: Keys = KEYS, number: int = 0) -> list[Any]:
+    reply = client.xread({keys.stream(number): after}, count=1000)
     entries: list[Any] = (
-        reply.get(KEYS.stream(0).encode(), []) if isinstance(reply, dict) else reply[0][1]
+        reply.get(keys.stream(number).encode(), []) if isinstance(reply, dict) else reply[0][1]
     )
     return entries
 
 
-def owner(client: redis.Redis, root: Path, name: str) -> Partition:
-    leases = Leases(client, KEYS, name, 60_000)
-    value = leases.acquire(0)
+def owner(
+    client: redis.Redis,
+    root: Path,
+    name: str,
+    *,
+    fds: OpenFiles | None = None,
+    keys: Keys = KEYS,
+    number: int = 0,
+) -> Partition:
+    leases = Leases(client, keys, name, 60_000)
+    value = leases.acquire(number)
     assert value is not None
-    lock = Lock(root, "partition0")
+    lock = Lock(root, f"partition{number}", fds)
     assert lock.acquire()
-    part = Partition(0, value=value, leases=leases, root=root, lock=lock, clock=time.monotonic)
+    part = Partition(
+        number, value=value, leases=leases, root=root, lock=lock, clock=time.monotonic, fds=fds
+    )
     part.recover()
     return part
 
@@ -146,3 +158,52 @@ def test_files_of_a_past_day_are_closed_and_leave_the_record(
     assert list(json.loads(part.leases.read(0).files)) == ["orderbook/2026-03-03_BBCA.csv"]
     assert part.close_idle(time.monotonic() + 61, idle_s=60) == 1  # idle
     assert not part.open
+
+
+def test_more_files_than_descriptors(client: redis.Redis, data_dir: Path) -> None:
+    fds = OpenFiles(4)
+    codes = [f"T{n:03d}" for n in range(10)]
+    part = owner(client, data_dir, "a", fds=fds)
+    for seq in range(1, 4):
+        for code in codes:
+            client.xadd(KEYS.stream(0), record(seq, code=code))  # type: ignore[arg-type]
+        # A late replica copy of the last batch's snapshot of T000, whose descriptor the LRU
+        # closed since: the dedup window outlived it.
+        client.xadd(KEYS.stream(0), record(max(1, seq - 1), code="T000"))  # type: ignore[arg-type]
+        part.take(read_all(client, part.read_id))
+        assert commit(part)
+        assert len(fds) <= 4 and len(part.open) == 10  # the LRU closes fds, not files
+    assert part.duplicates == 3 and fds.evictions > 0
+    sizes = json.loads(part.leases.read(0).files)
+    for code in codes:
+        path = f"orderbook/2026-03-02_{code}.csv"
+        text = (data_dir / path).read_text()
+        assert [line.split(",")[7] for line in text.splitlines()[1:]] == ["1", "2", "3"]
+        assert sizes[path] == len(text.encode())
+    assert client.hget(KEYS.day_counts("2026-03-02"), "orderbook/2026-03-02_T005.csv") == b"3"
+
+
+def test_a_failed_sync_to_make_room_fails_the_whole_round(
+    client: redis.Redis, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = Keys("obpipe:", 2)
+    fds = OpenFiles(4)
+    parts = [owner(client, data_dir, "a", fds=fds, keys=keys, number=number) for number in (0, 1)]
+    codes = [f"T{n:03d}" for n in range(40)]
+    for stream in (keys.stream(0), keys.stream(1)):  # two files in each partition
+        for code in [c for c in codes if keys.stream_for(c) == stream][:2]:
+            client.xadd(stream, record(1, code=code))  # type: ignore[arg-type]
+    for number, part in enumerate(parts):
+        part.take(read_all(client, part.read_id, keys, number))
+    assert [len(p.open) for p in parts] == [2, 2]
+
+    def failing(_: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    # Only without syncfs is a file synced to make room (with it, the round's syncfs covers
+    # the closed ones).
+    monkeypatch.setattr(writer.files, "_syncfs", None)
+    monkeypatch.setattr(writer.files, "sync", failing)
+    errors = _write_batches([p.seal() for p in parts])
+    # The failed sync covered the first partition's files too: neither may commit.
+    assert set(errors) == {0, 1} and all(isinstance(e, FlushError) for e in errors.values())

@@ -5,11 +5,13 @@ The streams are fed by XADDing records made the way the ingestor makes them
 (``simulator.market.Market``) on a virtual clock that crosses midnight WIB, with a share of
 each record XADDed twice (as two replicated ingestors would), some odd lots, trades and gap
 records. The audit rebuilds every file from the list of what was XADDed with an independent
-formatter and compares bytes: every snapshot exactly once, in order, no partial line.
+formatter and compares bytes: every snapshot exactly once, in order, no partial line. One
+writer runs under an open-file limit of 64 with 100 tickers' files to keep.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -89,8 +91,16 @@ class Clock:
 class Feed:
     """Records XADDed to the streams, and what the files must hold afterwards."""
 
-    def __init__(self, client: redis.Redis, seed: int, start: datetime, levels: int = 20) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        seed: int,
+        start: datetime,
+        levels: int = 20,
+        codes: tuple[str, ...] = CODES,
+    ) -> None:
         self.client = client
+        self.codes = codes
         self.rng = random.Random(seed)
         self.clock = Clock(start)
         self.market = Market(self.clock, random.Random(seed), levels=levels)
@@ -153,7 +163,7 @@ class Feed:
             if self.stop.is_set():
                 return
             self.clock.ns += self.rng.randint(1, 4_000_000)
-            code = CODES[self.rng.randrange(len(CODES))]
+            code = self.codes[self.rng.randrange(len(self.codes))]
             copy, self.pending_copy = self.pending_copy, None
             self.book(code, "BID" if self.rng.random() < 0.5 else "OFFER")
             if copy is not None:
@@ -188,11 +198,25 @@ def writer_env(url: str, data: Path, wid: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def spawn(url: str, data: Path, wid: str, **extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "writer"], env=writer_env(url, data, wid, **extra),
-        cwd=Path(__file__).parent.parent,
-    )  # fmt: skip
+def spawn(
+    url: str, data: Path, wid: str, *, nofile: int = 0, log: Path | None = None, **extra: str
+) -> subprocess.Popen[bytes]:
+    """A writer process; ``nofile``: its open-file limit (soft = hard), ``log``: its stderr."""
+    command = [sys.executable, "-m", "writer"]
+    if nofile:
+        # Set in the writer process itself, before anything is imported (no preexec_fn: the
+        # test may have threads running).
+        command[1:] = [
+            "-c",
+            "import resource, runpy; resource.setrlimit(resource.RLIMIT_NOFILE, "
+            f"({nofile}, {nofile})); runpy.run_module('writer', run_name='__main__')",
+        ]
+    with contextlib.ExitStack() as files:
+        stderr = None if log is None else files.enter_context(log.open("wb"))
+        return subprocess.Popen(
+            command, env=writer_env(url, data, wid, **extra), cwd=Path(__file__).parent.parent,
+            stderr=stderr,
+        )  # fmt: skip
 
 
 def stop(proc: subprocess.Popen[bytes]) -> int:
@@ -473,3 +497,35 @@ def test_a_paused_writer_is_fenced(client: redis.Redis, redis_url: str, data_dir
         codes = [stop(first)] + ([stop(second)] if second is not None else [])
     assert codes == [0, 0]
     audit(client, data_dir, feed)
+
+
+def test_more_files_than_the_open_file_limit(
+    client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    # 100 tickers: about 200 day files to keep writing, under a limit of 64 descriptors. The
+    # writer may keep 64 // 2 - 5 = 27 open (4 partitions and the gaps one hold a lock each).
+    codes = tuple(f"{a}{b}{c}{c}" for a in "ABCD" for b in "EFGHI" for c in "KLMNO")[:100]
+    data, log = tmp_path / "data", tmp_path / "writer.log"
+    feed = Feed(client, seed=11, start=MIDNIGHT - timedelta(hours=6), codes=codes)
+    proc = spawn(redis_url, data, "few-fds", nofile=64, log=log, LOG_LEVEL="INFO")
+    open_counts: list[int] = []
+
+    def sample() -> bool:
+        if (status := status_of(client, "few-fds")) is not None:
+            open_counts.append(status.files_open)
+        return committed(client, feed)
+
+    try:
+        for _ in range(3):  # three bursts: every file is reopened (and appended to) twice
+            feed.run(1500, 3000.0)
+            wait_for(sample, 60, "every entry committed")
+        status = status_of(client, "few-fds")
+        assert status is not None and status.last_error is None and status.state == "running"
+    finally:
+        code = stop(proc)
+    assert code == 0
+    text = log.read_text()
+    assert "Too many open files" not in text and "ERROR" not in text, text[-3000:]
+    assert "at most 27 day-file descriptors" in text
+    assert len(feed.expected) > 150 and open_counts and max(open_counts) <= 27
+    audit(client, data, feed)

@@ -6,6 +6,7 @@
 ``POST /api/tickers``    body ``{"add": [...], "remove": [...]}``; admin token needed
 ``DELETE /api/tickers/<code>``  remove one ticker; admin token needed
 ``GET /api/depth/<code>``  top-10 levels per side from the ticker HASH (:mod:`web.depth`)
+``GET /api/alerts``      active conditions, recent alerts and their delivery (``?limit=``)
 ``GET /api/days``        finished and scheduled days with manifest figures and job states
 ``GET /api/days/<day>``  that day's manifest (``DATA_DIR/manifests/<day>.json``)
 ``POST /api/days/<day>/finalize``  queue ``finalize_day`` for a finished day; admin token needed
@@ -34,6 +35,7 @@ from jobs.queue import FinalizeBusyError, enqueue_finalize, job_id, job_kwargs, 
 from pipeline.days import DayError, check_day
 from pipeline.layout import Layout
 from pipeline.ticker import TickerError, normalize
+from web.alerts import RECENT_MAX
 from web.context import current
 from web.days import read_manifest
 from web.depth import FIELDS, depth_from
@@ -52,6 +54,15 @@ _BODY_HELP = 'expected a JSON object like {"add": ["BBCA"], "remove": ["TLKM"]}'
 def status() -> Response:
     """The whole status document, read from Redis now."""
     return jsonify(current().status())
+
+
+@bp.get("/api/alerts")
+def alerts() -> Response:
+    """Active conditions and the newest alerts (``?limit=``, 1..200, default 50)."""
+    raw = request.args.get("limit", "50")
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= RECENT_MAX:
+        raise ApiError(400, f"limit must be a whole number from 1 to {RECENT_MAX}")
+    return jsonify(current().alerts(int(raw)))
 
 
 @bp.get("/api/tickers")

@@ -20,6 +20,7 @@ from pipeline.days import is_day, today
 from pipeline.keys import Keys
 from pipeline.layout import Layout
 from pipeline.settings import Settings
+from web.alerts import RECENT_IN_STATUS, read_alerts
 from web.days import DAYS_SHOWN, ManifestCache
 from web.rates import FRAMES, RateTracker
 from web.snapshot import (
@@ -63,7 +64,7 @@ class WebContext:
         at = now.timestamp()
         rates = self.tracker.observe(at, counters_of(raw))
         history = self.tracker.history(FRAMES, HISTORY_WINDOW_S, at, HISTORY_STEP_S)
-        return build_status(
+        doc = build_status(
             raw,
             now=now,
             rates=rates,
@@ -72,6 +73,12 @@ class WebContext:
             read_only=self.read_only,
             calendar=self.calendar,
         )
+        doc["alerts"] = self.alerts(RECENT_IN_STATUS)
+        return doc
+
+    def alerts(self, limit: int) -> dict[str, Any]:
+        """The ``alerts`` document (:func:`web.alerts.read_alerts`) with the newest ``limit``."""
+        return read_alerts(self.client, self.keys, self.clock(), limit)
 
     def sample(self) -> None:
         """Record the counters once (the server's background sampler keeps the sparkline

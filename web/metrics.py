@@ -161,6 +161,14 @@ def _families(raw: RawState, now: datetime) -> Iterable[Metric]:
         if value is not None:
             counters.add_metric([_LABEL_UNSAFE.sub("_", name)], value)
     yield counters
+    # The alert sender counts one per destination and attempt (jobs/sender.py).
+    for name, help_text in (
+        ("sent", "Alert notifications a destination accepted."),
+        ("failed", "Alert notification attempts that failed (each destination, each try)."),
+    ):
+        alerts = CounterMetricFamily(f"obpipe_alerts_{name}", help_text)
+        alerts.add_metric([], _float(raw.counters.get(f"alerts_{name}")) or 0.0)
+        yield alerts
     yield GaugeMetricFamily(
         "obpipe_files_today", "CSV files written today (WIB).", value=len(raw.day_counts)
     )

@@ -23,6 +23,10 @@ The protocol, per partition (P = the partition, R = its commit record ``commit:<
 
 Disk trouble during (a)-(b) abandons the batch: files closed, nothing committed; after a
 backoff the partition recovers with step 1 and reads its entries again.
+
+A file's descriptor may be closed between batches by the process-wide LRU
+(:class:`writer.files.OpenFiles`) without the file leaving :attr:`Partition.open`: its size
+stays in the record and its dedup window in memory, and the next write reopens it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 
 from pipeline.layout import TRADES, day_of_file, kind_of
 from pipeline.schema import EntryError, Rendered, render, render_gap
-from writer.files import DataFile, Lock, truncate
+from writer.files import DataFile, Lock, OpenFiles, truncate
 from writer.lease import GAPS, Leases
 
 log = logging.getLogger(__name__)
@@ -86,6 +90,7 @@ class Partition:
         root: Path,
         lock: Lock,
         clock: Callable[[], float],
+        fds: OpenFiles | None = None,
     ) -> None:
         self.number = number
         self.value = value
@@ -94,9 +99,12 @@ class Partition:
         self.root = root
         self.lock = lock
         self.clock = clock
+        self.fds = fds
+        """The descriptor budget its files share (None: the process default)."""
         self.stream = leases.stream(number)
         self.render: Callable[[list[bytes]], Rendered] = render_gap if number == GAPS else render
         self.open: dict[str, DataFile] = {}
+        """The files in use (sizes go into the next commit record), open descriptor or not."""
         self.record_files: dict[str, int] = {}
         self.committed_id = "0-0"
         self.read_id = "0-0"
@@ -115,7 +123,7 @@ class Partition:
         self.abandon()
         record = self.leases.read(self.number)
         files: dict[str, int] = json.loads(record.files)
-        now = {path: truncate(self.root, path, size) for path, size in files.items()}
+        now = {path: truncate(self.root, path, size, self.fds) for path, size in files.items()}
         # A file gone or shortened by hand is recorded again (by intent) at its real size.
         self.record_files = {path: size for path, size in now.items() if size > 0}
         changed = any(now[path] != size for path, size in files.items() if size > 0)
@@ -169,7 +177,7 @@ class Partition:
             self.pending_since = now
 
     def _file(self, path: str, now: float) -> DataFile:
-        f = DataFile(self.root, path, now)
+        f = DataFile(self.root, path, now, self.fds)
         self.open[path] = f
         day = day_of_file(path)
         self.latest_day = max(day, self.latest_day)
@@ -238,7 +246,12 @@ class Partition:
         self.last_commit_ms = now_ms
 
     def close_idle(self, now: float, idle_s: float) -> int:
-        """Close files idle for ``idle_s`` or of a day before the latest seen; the count."""
+        """Forget files idle for ``idle_s`` or of a day before the latest seen; the count.
+
+        Unlike an LRU close, the file leaves :attr:`open` (and the next record), which frees
+        its dedup window; written to again, it is looked at afresh (tail, size). Only
+        committed, durable files are idle, so nothing is lost either way.
+        """
         closing = [
             f
             for f in self.open.values()

@@ -10,6 +10,10 @@ seen alive in the ``writers`` ZSET. Partitions it should no longer own are commi
 released; those it should own are acquired as soon as their lease is free (at once when a
 writer leaves cleanly, after the lease TTL when it died).
 
+Open files: at start the soft ``RLIMIT_NOFILE`` is raised to the hard limit and the day files
+get half of it, less one lock file per partition (:class:`writer.files.OpenFiles`, an LRU of
+descriptors shared by every partition); idle files are also forgotten after ``IDLE_CLOSE_S``.
+
 SIGTERM/SIGINT: commit, release every partition, leave the ZSET, exit 0.
 """
 
@@ -33,7 +37,7 @@ from pipeline.layout import day_of_file
 from pipeline.membership import mine
 from pipeline.settings import Settings
 from pipeline.status import WriterStatus
-from writer.files import Lock, sync
+from writer.files import FlushError, Lock, OpenFiles, sync
 from writer.lease import GAPS, Leases, next_id
 from writer.partition import Batch, LeaseLostError, Partition
 
@@ -44,7 +48,7 @@ READ_COUNT = 2000
 BATCH_ROWS = 200_000
 """Commit early once this many rows are queued in a partition (bounds memory, ~20 MB)."""
 IDLE_CLOSE_S = 60.0
-"""Close a day file after this long without rows."""
+"""Forget a day file after this long without rows (frees memory; the LRU bounds descriptors)."""
 MAX_BLOCK_S = 0.1
 """Longest XREAD block, so signals and heartbeats are never late by more."""
 IO_POLL_S = 0.005
@@ -85,6 +89,8 @@ class Writer:
         self.leases = Leases(self.client, self.keys, self.id, settings.lease_ttl_ms)
         self.schedule = DaySchedule(self.client, self.keys, settings)
         self.root = settings.data_dir
+        # One lock file per partition (and the gaps pseudo-partition) may be held at once.
+        self.fds = OpenFiles.for_process(reserved=settings.partitions + 1)
         self.held: dict[int, _Held] = {}
         self.stopping = False
         self.status = WriterStatus(id=self.id, started_at=_iso_now())
@@ -103,7 +109,11 @@ class Writer:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         log.info(
-            "writer %s: data in %s, %d partitions", self.id, self.root, self.settings.partitions
+            "writer %s: data in %s, %d partitions, at most %d day-file descriptors",
+            self.id,
+            self.root,
+            self.settings.partitions,
+            self.fds.bound,
         )
         next_beat = 0.0
         while not self.stopping:
@@ -261,6 +271,7 @@ class Writer:
             root=self.root,
             lock=held.lock,
             clock=time.monotonic,
+            fds=self.fds,
         )
         try:
             part.recover()
@@ -361,7 +372,8 @@ class Writer:
             value = self.leases.acquire(number)
             if value is None:
                 return False
-            held = self.held[number] = _Held(value, Lock(self.root, f"partition{number}"))
+            lock = Lock(self.root, f"partition{number}", self.fds)
+            held = self.held[number] = _Held(value, lock)
             held.renewed_at = time.monotonic()
             acquired = True
             log.debug("writer %s: acquired partition %d (%s)", self.id, number, value)
@@ -388,7 +400,7 @@ class Writer:
         s.trades = self.trades_done + sum(p.trades_committed for p in parts)
         s.dead_letters = self.dead_done + sum(p.dead_committed for p in parts)
         s.duplicates_dropped = self.duplicates_done + sum(p.duplicates for p in parts)
-        s.files_open = sum(len(p.open) for p in parts)
+        s.files_open = len(self.fds)
         faulted = any(h.fault_until for h in self.held.values())
         s.state = "stopping" if self.stopping else ("disk_error" if faulted else "running")
         last = max((p.last_commit_ms for p in parts), default=0)
@@ -429,6 +441,7 @@ class Writer:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.error("writer %s: could not release cleanly: %s", self.id, exc)
         self.io.shutdown()
+        self.fds.close()
         log.info("writer %s: stopped", self.id)
 
 
@@ -439,6 +452,9 @@ def _write_batches(batches: list[Batch]) -> dict[int, Exception]:
     for batch in batches:
         try:
             written += batch.part.write(batch)
+        except FlushError as exc:
+            # The failed sync covered files of the batches written before this one too.
+            return dict.fromkeys((b.part.number for b in batches), exc)
         except Exception as exc:  # every failure must reach the main thread
             errors[batch.part.number] = exc
     try:

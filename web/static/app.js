@@ -287,6 +287,64 @@
     }));
   }
 
+  /* ---------- alerts ---------- */
+
+  var DELIVERY = {
+    sent: ["sent", "green"],
+    pending: ["sending", "amber"],
+    retrying: ["retrying", "amber"],
+    held: ["held (rate limit)", "amber"],
+    partial: ["partly sent", "amber"],
+    failed: ["failed", "red"],
+    dropped: ["dropped", "red"],
+    unsent: ["not sent", "gray"],
+    coalesced: ["in a digest", "gray"]
+  };
+  var KINDS = { start: "started", clear: "resolved", reminder: "reminder", event: "event", digest: "digest" };
+
+  function renderAlerts(a) {
+    var m = a.monitor;
+    var sender = $("alerts-sender");
+    if (!m) {
+      sender.textContent = "· no alert monitor running (it runs in obpipe jobs)";
+    } else if (!m.destinations) {
+      sender.textContent = "· not sent: no ALERT_URLS";
+    } else {
+      sender.textContent = "· sent to " + m.destinations + (m.destinations === 1 ? " destination" : " destinations") +
+        " (" + m.services.join(", ") + ") · " + fmtInt(a.sent) + " sent, " + fmtInt(a.failed) + " failed";
+    }
+    sender.classList.toggle("red", !m);
+    if (!a.active.length) {
+      replace($("alerts-active"), [el("li", { cls: "muted", text: "Nothing wrong now." })]);
+    } else {
+      replace($("alerts-active"), a.active.map(function (c) {
+        var badge = el("span", { cls: "badge " + (c.severity === "critical" ? "red" : "amber"), text: c.severity });
+        var since = el("span", { cls: "muted small tick" });
+        since.dataset.since = c.since;
+        return el("li", { title: c.detail || "", data: { condition: c.id } }, [
+          badge, el("strong", { text: c.title }), el("span", { cls: "muted small", text: "for" }), since
+        ]);
+      }));
+    }
+    if (!a.recent.length) { replace($("alerts"), [emptyRow(4, "No alerts yet.")]); return; }
+    replace($("alerts"), a.recent.map(function (r) {
+      var d = r.delivery || {};
+      var st = DELIVERY[d.state] || [d.state || "unknown", "gray"];
+      var info = [d.detail, d.attempts ? d.attempts + " attempt(s)" : "",
+        (d.sent_to || []).length ? "sent to " + d.sent_to.join(", ") : "",
+        (d.failed_to || []).length ? "failed: " + d.failed_to.join(", ") : ""].filter(Boolean).join("; ");
+      var sev = r.kind === "clear" ? "green" : r.severity === "critical" ? "red" : "amber";
+      return el("tr", { data: { key: r.key } }, [
+        el("td", { text: fmtDayTime(r.at) }),
+        el("td", { cls: "wrap", title: r.detail || "" }, [
+          el("span", { cls: sev, text: r.kind === "clear" ? "✓ " : "● " }), el("span", { text: r.title })
+        ]),
+        el("td", { cls: "opt", text: KINDS[r.kind] || r.kind }),
+        el("td", {}, [el("span", { cls: "badge " + st[1], text: st[0], title: info, data: { state: d.state || "" } })])
+      ]);
+    }));
+  }
+
   function render(s) {
     renderIngestors(s.ingestors);
     renderSparkline(s.throughput);
@@ -294,6 +352,7 @@
     renderWriters(s.writers);
     renderGaps(s.gaps);
     renderFiles(s.files, s.day);
+    if (s.alerts) renderAlerts(s.alerts);
     $("rows-now").textContent = fmtRate(s.throughput.rows_per_s);
     $("backlog").textContent = fmtInt(s.streams.backlog);
     $("retained").textContent = fmtInt(s.streams.length);

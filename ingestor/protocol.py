@@ -1,0 +1,400 @@
+"""The ingestor's side of the Stockbit feed, sans-I/O: frames and the clock in, events out.
+
+:class:`FeedProtocol` is the whole connection state machine of one ingestor process, across
+its connections, with no socket, no task, no logger and no clock of its own (the style of the
+``websockets`` library's ``Protocol``, and of :mod:`simulator.session` on the other side of
+the wire). The shell (:mod:`ingestor.session`, :mod:`ingestor.service`) feeds it:
+
+- :meth:`~FeedProtocol.connect` when a socket is open: the auth frame and the first subscribe
+  frame come back as :class:`Authenticate` and :class:`Subscribe` events to send;
+- :meth:`~FeedProtocol.receive` with every received frame, the monotonic time and the frame's
+  receive time (WIB ISO-8601 bytes): order-book and trade frames come back as
+  :class:`~ingestor.entries.Entry` values (books through the entry packer's fast path), the
+  rest as :class:`BadFrame`, :class:`ServerError`, :class:`AuthFailed` (a 401 error frame),
+  and, on a connection's first frame that is not an error, :class:`GapClosed` (the outage the
+  last disconnect opened) and :class:`DataResumed`;
+- :meth:`~FeedProtocol.tick` at :meth:`~FeedProtocol.wakeup_at`: :class:`PingDue` every
+  ``ping_interval_s`` and :class:`ConnectionDead` after ``dead_after_s`` without any frame
+  (pongs count as life);
+- :meth:`~FeedProtocol.set_tickers` when the roster's set changes: a new :class:`Subscribe`;
+- :meth:`~FeedProtocol.connection_lost`, :meth:`~FeedProtocol.auth_failed` and
+  :meth:`~FeedProtocol.shutdown` when the shell ends a connection, is refused, or stops:
+  :class:`GapOpened` / :class:`GapClosed` (the bookkeeping is :class:`ingestor.gaps.Outage`).
+
+The hot path is :meth:`~FeedProtocol.receive` on an order-book frame: it returns a one-tuple
+holding the packed entry and allocates nothing else, so the shell's loop stays as cheap as
+when this logic lived in it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ingestor import gaps
+from ingestor.credentials import Credentials
+from ingestor.entries import Entry, EntryPacker
+from pipeline import records
+from pipeline.records import GapRecord
+from stockbit import request, wrapper
+from stockbit.errors import ProtocolError
+from stockbit.messages import UNAUTHORIZED, ErrorFrame, OrderBook, RunningTrade, TradeBatch
+
+_ERROR_PREFIX = b"\x3a"
+"""First byte of a wrapper carrying field 7 (an error frame, e.g. the 401) with a length."""
+
+_UNUSED_RECEIVED = datetime(1970, 1, 1, tzinfo=UTC)
+"""Stands in for the receive time when building a record: :meth:`EntryPacker.record` replaces
+it by the frame's own receive time, so no clock needs to be read here."""
+
+TEXT_FRAME_ERROR = "text frame where a binary protobuf frame was expected"
+
+
+@dataclass
+class Stats:
+    """Counters the protocol keeps for the status key (read by the heartbeat)."""
+
+    frames: int = 0
+    bad_frames: int = 0
+    server_errors: int = 0
+    last_frame: bytes = b""
+    """Receive time of the last frame of any kind (empty before the first)."""
+
+
+# ---- events ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A frame the shell must send on the socket now."""
+
+    frame: bytes = field(repr=False)
+    """The bytes to send (auth and subscribe frames carry credentials: never shown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate(Outgoing):
+    """The auth frame, the first frame on a new connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe(Outgoing):
+    """A subscribe frame carrying the complete ticker set (on connect and on every change)."""
+
+    tickers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PingDue(Outgoing):
+    """Time for the application-level ping (``frame`` is :data:`stockbit.request.PING`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailed:
+    """The server sent the 401 error frame: the credentials are refused, end the connection."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionDead:
+    """No frame at all (data or pong) for ``dead_after_s``: the connection is dead."""
+
+    silent_for: float
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class BadFrame:
+    """A frame that cannot be decoded or placed: dead-letter it (it was counted)."""
+
+    error: str
+    raw: bytes = field(repr=False)
+    number: int
+    """How many bad frames so far, this one included (to thin out the log)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """An error frame other than 401 (counted; the connection goes on)."""
+
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataResumed:
+    """The first frame of a connection that is not an error: the feed is flowing."""
+
+    received: str
+
+
+@dataclass(frozen=True, slots=True)
+class GapOpened:
+    """An outage started (the feed went down and no gap was running, or a 401 split it)."""
+
+    cause: str
+    start: str
+    tickers: tuple[str, ...]
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class GapClosed:
+    """An outage ended: ``record`` is the finished gap to store."""
+
+    record: GapRecord
+
+
+Event = (
+    Entry
+    | Authenticate
+    | Subscribe
+    | PingDue
+    | AuthFailed
+    | ConnectionDead
+    | BadFrame
+    | ServerError
+    | DataResumed
+    | GapOpened
+    | GapClosed
+)
+"""Everything :class:`FeedProtocol` can ask the shell to do (an :class:`Entry` is data)."""
+
+
+class FeedProtocol:
+    """The ingestor's feed state machine for one process, across its connections (no I/O).
+
+    ``packer`` packs frames into stream entries (its source is the ingestor id that goes into
+    gap records too). Time comes in as arguments: ``now`` is monotonic seconds (timers),
+    ``received`` / ``at`` are wall-clock WIB ISO-8601 times taken by the shell (records).
+    """
+
+    def __init__(
+        self,
+        packer: EntryPacker,
+        *,
+        ping_interval_s: float,
+        dead_after_s: float,
+        subscribe_trades: bool = True,
+    ) -> None:
+        self.packer = packer
+        self.ping_interval_s = ping_interval_s
+        self.dead_after_s = dead_after_s
+        self.subscribe_trades = subscribe_trades
+        self.stats = Stats()
+        self.outage = gaps.Outage(packer.source.decode())
+        self.tickers: tuple[str, ...] = ()
+        """The ticker set of the last subscribe frame."""
+        self._book = packer.book
+        self._source = packer.source.decode()
+        self._credentials: Credentials | None = None
+        self._open = False
+        self._awaiting_data = False
+        self._frames_before = 0
+        self._life = 0.0
+        self._next_ping = math.inf
+
+    @property
+    def open(self) -> bool:
+        """True from :meth:`connect` until the connection is refused, dead or lost."""
+        return self._open
+
+    # ---- connection lifecycle --------------------------------------------------------------
+
+    def connect(
+        self, credentials: Credentials, tickers: tuple[str, ...], now: float
+    ) -> list[Outgoing]:
+        """A socket is open at ``now``: returns the auth and the subscribe frame to send."""
+        self._credentials = credentials
+        self._open = True
+        self._awaiting_data = True
+        # Whether this connection got any frame is the frame count moving past this.
+        self._frames_before = self.stats.frames
+        self._life = now
+        self._next_ping = now + self.ping_interval_s
+        self.tickers = tickers
+        auth = request.auth(
+            credentials.user_id, credentials.key.reveal(), credentials.token.reveal()
+        )
+        return [Authenticate(auth), Subscribe(self._subscribe_frame(tickers), tickers)]
+
+    def connection_lost(
+        self, cause: str, detail: str, tickers: tuple[str, ...], at: str
+    ) -> list[Event]:
+        """The connection ended at ``at`` for ``cause`` (``disconnect`` or ``dead``).
+
+        The outage starts at the receive time of the connection's last frame, when the data
+        really stopped, or at ``at`` if it got none.
+        """
+        stats = self.stats
+        got_frames = self._credentials is not None and stats.frames != self._frames_before
+        self._end_connection()
+        start = stats.last_frame.decode() if got_frames else at
+        return self._begin(cause, start, tickers, detail)
+
+    def auth_failed(self, detail: str, tickers: tuple[str, ...], at: str) -> list[Event]:
+        """The credentials were refused at ``at`` (401 frame, handshake or key endpoint).
+
+        Always its own gap: a running gap of another cause is closed and an ``auth_failed``
+        one opened; repeated refusals stay in that one gap.
+        """
+        self._end_connection()
+        return self._begin(gaps.AUTH_FAILED, at, tickers, detail)
+
+    def shutdown(self, at: str) -> list[Event]:
+        """The ingestor stops at ``at``: a running outage ends there."""
+        self._end_connection()
+        record = self.outage.end(at)
+        return [] if record is None else [GapClosed(record)]
+
+    def _end_connection(self) -> None:
+        self._credentials = None
+        self._open = False
+        self._awaiting_data = False
+        self._next_ping = math.inf
+
+    def _begin(self, cause: str, start: str, tickers: tuple[str, ...], detail: str) -> list[Event]:
+        was = self.outage.start
+        closed = self.outage.begin(cause, start, tickers, detail)
+        events: list[Event] = []
+        if closed is not None:
+            events.append(GapClosed(closed))
+        if was is None or closed is not None:
+            outage = self.outage
+            events.append(GapOpened(outage.cause, start, outage.tickers, detail))
+        return events
+
+    # ---- subscription ----------------------------------------------------------------------
+
+    def set_tickers(self, tickers: tuple[str, ...]) -> list[Subscribe]:
+        """The wanted ticker set is now ``tickers``: a subscribe frame if it changed.
+
+        Each subscribe frame carries the complete set (the server replaces the subscription),
+        so nothing is sent while no connection is open: :meth:`connect` subscribes afresh.
+        """
+        if not self._open or tickers == self.tickers:
+            return []
+        self.tickers = tickers
+        return [Subscribe(self._subscribe_frame(tickers), tickers)]
+
+    def _subscribe_frame(self, tickers: tuple[str, ...]) -> bytes:
+        creds = self._credentials
+        if creds is None:  # pragma: no cover - only ever called with a connection open
+            raise RuntimeError("no connection to subscribe on")
+        return request.subscribe(
+            creds.user_id,
+            creds.key.reveal(),
+            creds.token.reveal(),
+            order_book=tickers,
+            running_trade_batch=tickers if self.subscribe_trades else (),
+        )
+
+    # ---- timers ----------------------------------------------------------------------------
+
+    def wakeup_at(self) -> float:
+        """The monotonic time :meth:`tick` next has something to do (inf: nothing pending)."""
+        if not self._open:
+            return math.inf
+        return min(self._next_ping, self._life + self.dead_after_s)
+
+    def tick(self, now: float) -> list[PingDue | ConnectionDead]:
+        """Timers at ``now``: the ping when due, or the verdict that the connection is dead.
+
+        The ping goes out every ``ping_interval_s`` whatever the traffic (the server wants the
+        application ping, not just any client frame). Any received frame is life; silence up
+        to ``dead_after_s`` ends the connection, after which no more pings are due.
+        """
+        if not self._open:
+            return []
+        if now >= self._life + self.dead_after_s:
+            self._open = False
+            self._next_ping = math.inf
+            detail = f"no frame for {self.dead_after_s:g}s"
+            return [ConnectionDead(now - self._life, detail)]
+        if now >= self._next_ping:
+            self._next_ping = now + self.ping_interval_s
+            return [PingDue(request.PING)]
+        return []
+
+    # ---- received frames -------------------------------------------------------------------
+
+    def receive(self, frame: bytes | str, now: float, received: bytes) -> Sequence[Event]:
+        """One received frame, at monotonic ``now``, received at ``received`` (WIB ISO bytes).
+
+        An order-book frame in the common shape returns ``(entry,)`` straight from the entry
+        packer's fast path; everything else goes through the ordinary decoder. After
+        :class:`AuthFailed` the shell stops reading the connection.
+        """
+        stats = self.stats
+        stats.frames += 1
+        stats.last_frame = received
+        self._life = now
+        if self._awaiting_data:
+            return self._first(frame, received)
+        if type(frame) is bytes:
+            # The packer checks the book tag itself: no second look at the first byte here.
+            entry = self._book(frame, received)
+            if entry is not None:
+                return (entry,)
+        return self._slow(frame, received)
+
+    def _first(self, frame: bytes | str, received: bytes) -> list[Event]:
+        events: list[Event] = []
+        # Data flowing again on a new connection ends the outage gap; a 401 does not (nor
+        # any error frame: the next frame decides).
+        if not (isinstance(frame, bytes) and frame[:1] == _ERROR_PREFIX):
+            self._awaiting_data = False
+            at = received.decode()
+            record = self.outage.end(at)
+            if record is not None:
+                events.append(GapClosed(record))
+            events.append(DataResumed(at))
+        if type(frame) is bytes:
+            entry = self._book(frame, received)
+            if entry is not None:
+                events.append(entry)
+                return events
+        events.extend(self._slow(frame, received))
+        return events
+
+    def _slow(self, frame: bytes | str, received: bytes) -> list[Event]:
+        if isinstance(frame, str):
+            return [self._bad(TEXT_FRAME_ERROR, frame.encode())]
+        try:
+            message = wrapper.decode(frame)
+        except ProtocolError as exc:
+            return [self._bad(str(exc), frame)]
+        pack = self.packer.record
+        if isinstance(message, OrderBook):
+            try:
+                record = records.from_book(message, _UNUSED_RECEIVED, self._source)
+            except ProtocolError as exc:
+                return [self._bad(str(exc), frame)]
+            return [pack(record, received)]
+        if isinstance(message, TradeBatch | RunningTrade):
+            prints = message.trades if isinstance(message, TradeBatch) else (message,)
+            events: list[Event] = []
+            for trade in prints:
+                try:
+                    trade_record = records.from_trade(trade, _UNUSED_RECEIVED, self._source)
+                except ProtocolError as exc:
+                    events.append(self._bad(str(exc), frame))
+                    continue
+                events.append(pack(trade_record, received))
+            return events
+        if isinstance(message, ErrorFrame):
+            if message.code == UNAUTHORIZED:
+                self._open = False
+                self._next_ping = math.inf
+                return [AuthFailed(f"the server answered 401: {message.message[:100]}")]
+            self.stats.server_errors += 1
+            return [ServerError(message.code, message.message[:200])]
+        # Pongs, live prices and channels we did not ask for need nothing beyond the count.
+        return []
+
+    def _bad(self, error: str, raw: bytes) -> BadFrame:
+        self.stats.bad_frames += 1
+        return BadFrame(error, raw, self.stats.bad_frames)
