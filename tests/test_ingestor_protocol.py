@@ -1,4 +1,4 @@
-"""The ingestor's feed state machine, driven with server-frame bytes and a fake clock, no socket."""
+"""Fed only bytes and a fake clock, FeedProtocol emits the right frames, pings, deaths and gaps."""
 
 from __future__ import annotations
 

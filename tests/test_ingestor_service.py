@@ -320,7 +320,7 @@ def test_a_stalled_connection_is_declared_dead_and_replaced(
     # From the last frame before the stall to the first one on the next connection.
     lasted = parse_iso(gap[b"end"].decode()) - parse_iso(gap[b"start"].decode())
     assert timedelta(seconds=1) <= lasted < timedelta(seconds=5)
-    assert ing.status(raw)["reconnects"] >= 1
+    wait_for(lambda: ing.status(raw)["reconnects"] >= 1, 5, "reconnects in the status")
     assert "connection is dead" in ing.log()
     assert ing.stop() == 0
 
