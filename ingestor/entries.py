@@ -2,7 +2,8 @@
 
 Every order-book frame becomes one partition-stream entry with the fields of
 :meth:`pipeline.records.BookRecord.fields`, every print one entry with those of
-:meth:`pipeline.records.TradeRecord.fields`. Going through the records and redis-py costs about
+:meth:`pipeline.records.TradeRecord.fields`, every LivePrice one with those of
+:meth:`pipeline.records.PriceRecord.fields`. Going through the records and redis-py costs about
 25 µs a frame; at the feed rates we aim for (tens of thousands of frames a second) that is the
 whole budget, so order-book frames take a fast path that slices the field values out of the
 frame's bytes and formats the RESP arguments in one ``bytes % tuple`` operation.
@@ -20,7 +21,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from pipeline.keys import Keys
-from pipeline.records import BookRecord, TradeRecord
+from pipeline.records import BookRecord, PriceRecord, TradeRecord
 from stockbit.errors import ProtocolError
 from stockbit.timestamps import WIB, parse_iso, wib_iso
 
@@ -28,6 +29,7 @@ BOOK_TAG = 0x52
 """First byte of a wrapper carrying field 10 (order book) with a length prefix."""
 
 TRADE = b"t"
+PRICE = b"p"
 BID = b"B"
 OFFER = b"O"
 _SIDES = {b"BID": BID, b"OFFER": OFFER}
@@ -53,9 +55,10 @@ class Entry(NamedTuple):
 
     code: str
     kind: bytes
-    """``B`` or ``O`` for a book side, ``t`` for a print."""
+    """``B`` or ``O`` for a book side, ``t`` for a print, ``p`` for a live price."""
     levels: bytes
-    """The level text of a book side (``price;orders;shares|...``); empty for a print."""
+    """The level text of a book side (``price;orders;shares|...``); for a live price the
+    figures the ticker HASH shows, ``last;previous close;shares``; empty for a print."""
     received: bytes
     command: bytes
     """The whole ``XADD stream MAXLEN ~ n * field value ...`` command in RESP."""
@@ -272,7 +275,7 @@ class EntryPacker:
 
     # ---- the general path ------------------------------------------------------------------
 
-    def record(self, record: BookRecord | TradeRecord, received: bytes) -> Entry:
+    def record(self, record: BookRecord | TradeRecord | PriceRecord, received: bytes) -> Entry:
         """Pack a record built by :mod:`pipeline.records` (its ``r`` replaced by ``received``)."""
         fields = record.fields()
         fields["r"] = received.decode()
@@ -284,6 +287,13 @@ class EntryPacker:
         if isinstance(record, BookRecord):
             kind = _SIDES[record.side.encode()]
             levels = record.levels.encode()
+        elif isinstance(record, PriceRecord):
+            kind = PRICE
+            levels = b"%s;%s;%s" % (
+                fields["p"].encode(),
+                fields["y"].encode(),
+                fields["v"].encode(),
+            )
         else:
             kind = TRADE
             levels = b""

@@ -3,11 +3,13 @@
 Three sources of gaps, each with its own small state machine:
 
 - :class:`Outage`: the feed connection is down (``disconnect``, ``dead`` connection,
-  ``auth_failed``). Opened when a connected session ends or authentication fails, closed when
-  data flows again on a new connection; :class:`ingestor.protocol.FeedProtocol` drives it.
+  ``auth_failed``) or alive without data (``stale``, the data watchdog). Opened when a
+  connected session ends, authentication fails or the watchdog fires; closed when data flows
+  again; :class:`ingestor.protocol.FeedProtocol` drives it.
 - :class:`Overflow`: the Redis buffer was full and frames were dropped; one gap spans from the
   first to the last drop of an episode.
-- ticker moves are computed by :mod:`ingestor.roster` (it knows who held a ticker before).
+- ticker moves are judged by :mod:`ingestor.continuity` from who stored the ticker's frames
+  (the ``custody:<CODE>`` hash), driven by :mod:`ingestor.roster`.
 
 Times are ISO-8601 strings in Jakarta time, as everywhere in the stream records.
 """
@@ -23,6 +25,8 @@ DEAD = "dead"
 AUTH_FAILED = "auth_failed"
 OVERFLOW = "overflow"
 TICKER_MOVED = "ticker_moved"
+STALE = "stale"
+"""The connection stayed alive (pongs) but delivered no data during continuous trading."""
 
 
 @dataclass

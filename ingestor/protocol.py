@@ -8,14 +8,18 @@ the wire). The shell (:mod:`ingestor.session`, :mod:`ingestor.service`) feeds it
 - :meth:`~FeedProtocol.connect` when a socket is open: the auth frame and the first subscribe
   frame come back as :class:`Authenticate` and :class:`Subscribe` events to send;
 - :meth:`~FeedProtocol.receive` with every received frame, the monotonic time and the frame's
-  receive time (WIB ISO-8601 bytes): order-book and trade frames come back as
-  :class:`~ingestor.entries.Entry` values (books through the entry packer's fast path), the
+  receive time (WIB ISO-8601 bytes): order-book, trade and live-price frames come back as
+  :class:`~ingestor.entries.Entry` values (books through the entry packer's fast path),
+  IEP/IEV and best-bid-offer frames as :class:`Tally` (counted per ticker, never stored), the
   rest as :class:`BadFrame`, :class:`ServerError`, :class:`AuthFailed` (a 401 error frame),
   and, on a connection's first frame that is not an error, :class:`GapClosed` (the outage the
   last disconnect opened) and :class:`DataResumed`;
 - :meth:`~FeedProtocol.tick` at :meth:`~FeedProtocol.wakeup_at`: :class:`PingDue` every
   ``ping_interval_s`` and :class:`ConnectionDead` after ``dead_after_s`` without any frame
-  (pongs count as life);
+  (pongs count as life); and the *data watchdog*: while the shell says continuous trading is
+  on, a connection that delivers no data frame (book, trade, live price) for
+  ``stale_resubscribe_s`` gets a :class:`Resubscribe` and a ``stale`` :class:`GapOpened`,
+  and after ``stale_reconnect_s`` a :class:`ConnectionStale` (end it and reconnect);
 - :meth:`~FeedProtocol.set_tickers` when the roster's set changes: a new :class:`Subscribe`;
 - :meth:`~FeedProtocol.connection_lost`, :meth:`~FeedProtocol.auth_failed` and
   :meth:`~FeedProtocol.shutdown` when the shell ends a connection, is refused, or stops:
@@ -40,7 +44,18 @@ from pipeline import records
 from pipeline.records import GapRecord
 from stockbit import request, wrapper
 from stockbit.errors import ProtocolError
-from stockbit.messages import UNAUTHORIZED, ErrorFrame, OrderBook, RunningTrade, TradeBatch
+from stockbit.messages import (
+    UNAUTHORIZED,
+    BestBidOffer,
+    ErrorFrame,
+    IepIev,
+    LivePrice,
+    OrderBook,
+    Pong,
+    RunningTrade,
+    TradeBatch,
+    Unknown,
+)
 
 _ERROR_PREFIX = b"\x3a"
 """First byte of a wrapper carrying field 7 (an error frame, e.g. the 401) with a length."""
@@ -50,6 +65,9 @@ _UNUSED_RECEIVED = datetime(1970, 1, 1, tzinfo=UTC)
 it by the frame's own receive time, so no clock needs to be read here."""
 
 TEXT_FRAME_ERROR = "text frame where a binary protobuf frame was expected"
+
+_NOT_DATA = (Pong, ErrorFrame, Unknown)
+"""Decoded frames that are no sign of a live subscription for the data watchdog."""
 
 
 @dataclass
@@ -87,6 +105,11 @@ class Subscribe(Outgoing):
 
 
 @dataclass(frozen=True, slots=True)
+class Resubscribe(Subscribe):
+    """The data watchdog's subscribe frame: the connection lives but brings no data."""
+
+
+@dataclass(frozen=True, slots=True)
 class PingDue(Outgoing):
     """Time for the application-level ping (``frame`` is :data:`stockbit.request.PING`)."""
 
@@ -105,6 +128,22 @@ class ConnectionDead:
     silent_for: float
     detail: str
 
+    @property
+    def cause(self) -> str:
+        """The gap cause of this ending (``dead``)."""
+        return gaps.DEAD
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStale(ConnectionDead):
+    """Pongs arrive but no data frame for ``stale_reconnect_s`` of continuous trading: end
+    the connection and reconnect (the ``stale`` gap is already open)."""
+
+    @property
+    def cause(self) -> str:
+        """The gap cause of this ending (``stale``)."""
+        return gaps.STALE
+
 
 @dataclass(frozen=True, slots=True)
 class BadFrame:
@@ -122,6 +161,23 @@ class ServerError:
 
     code: int
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A frame that is only counted, in its ticker's HASH field ``field`` (not stored).
+
+    IEP/IEV and best-bid-offer are subscribed because the order book is believed to stream
+    only with them; their message layouts are unknown, so their frames are counted (which
+    shows they arrive) and nothing more.
+    """
+
+    code: str
+    field: str
+
+
+IEP_FRAMES = "iep_frames"
+BBO_FRAMES = "bbo_frames"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +211,11 @@ Event = (
     | PingDue
     | AuthFailed
     | ConnectionDead
+    | Resubscribe
+    | ConnectionStale
     | BadFrame
     | ServerError
+    | Tally
     | DataResumed
     | GapOpened
     | GapClosed
@@ -170,6 +229,8 @@ class FeedProtocol:
     ``packer`` packs frames into stream entries (its source is the ingestor id that goes into
     gap records too). Time comes in as arguments: ``now`` is monotonic seconds (timers),
     ``received`` / ``at`` are wall-clock WIB ISO-8601 times taken by the shell (records).
+    Whether continuous trading is on comes in the same way (``tick(now, trading=...)``): the
+    data watchdog only counts silence while the shell says so (the shell asks the calendar).
     """
 
     def __init__(
@@ -179,15 +240,21 @@ class FeedProtocol:
         ping_interval_s: float,
         dead_after_s: float,
         subscribe_trades: bool = True,
+        stale_resubscribe_s: float = math.inf,
+        stale_reconnect_s: float = math.inf,
     ) -> None:
         self.packer = packer
         self.ping_interval_s = ping_interval_s
         self.dead_after_s = dead_after_s
         self.subscribe_trades = subscribe_trades
+        self.stale_resubscribe_s = stale_resubscribe_s
+        self.stale_reconnect_s = stale_reconnect_s
         self.stats = Stats()
         self.outage = gaps.Outage(packer.source.decode())
         self.tickers: tuple[str, ...] = ()
         """The ticker set of the last subscribe frame."""
+        self._ours: tuple[tuple[str, ...], frozenset[str]] = ((), frozenset())
+        """:attr:`tickers` as a set (rebuilt when the tuple changes), for counted frames."""
         self._book = packer.book
         self._source = packer.source.decode()
         self._credentials: Credentials | None = None
@@ -196,6 +263,14 @@ class FeedProtocol:
         self._frames_before = 0
         self._life = 0.0
         self._next_ping = math.inf
+        # The data watchdog: silence is measured from _quiet (monotonic: the last data frame,
+        # the connect, or the last tick outside continuous trading); a stale gap starts at
+        # _quiet_from (receive time of the last data frame, or of the frame that ended the
+        # previous outage).
+        self._quiet = 0.0
+        self._quiet_from = b""
+        self._resubscribed = False
+        self._data_seen = False
 
     @property
     def open(self) -> bool:
@@ -214,6 +289,8 @@ class FeedProtocol:
         # Whether this connection got any frame is the frame count moving past this.
         self._frames_before = self.stats.frames
         self._life = now
+        self._quiet = now
+        self._resubscribed = False
         self._next_ping = now + self.ping_interval_s
         self.tickers = tickers
         auth = request.auth(
@@ -284,12 +361,14 @@ class FeedProtocol:
         creds = self._credentials
         if creds is None:  # pragma: no cover - only ever called with a connection open
             raise RuntimeError("no connection to subscribe on")
-        return request.subscribe(
+        # As the browser does: order_book with liveprice, iepiev and best_bid_offer for every
+        # ticker (the book is believed not to stream without them), + the tape if wanted.
+        return request.subscribe_books(
             creds.user_id,
             creds.key.reveal(),
             creds.token.reveal(),
-            order_book=tickers,
-            running_trade_batch=tickers if self.subscribe_trades else (),
+            tickers,
+            trades=self.subscribe_trades,
         )
 
     # ---- timers ----------------------------------------------------------------------------
@@ -298,14 +377,26 @@ class FeedProtocol:
         """The monotonic time :meth:`tick` next has something to do (inf: nothing pending)."""
         if not self._open:
             return math.inf
-        return min(self._next_ping, self._life + self.dead_after_s)
+        stale = self._quiet + (
+            self.stale_reconnect_s if self._resubscribed else self.stale_resubscribe_s
+        )
+        return min(self._next_ping, self._life + self.dead_after_s, stale)
 
-    def tick(self, now: float) -> list[PingDue | ConnectionDead]:
-        """Timers at ``now``: the ping when due, or the verdict that the connection is dead.
+    def tick(self, now: float, *, trading: bool = False) -> list[Event]:
+        """Timers at ``now``: the ping when due, the verdict that the connection is dead, and
+        the data watchdog.
 
         The ping goes out every ``ping_interval_s`` whatever the traffic (the server wants the
         application ping, not just any client frame). Any received frame is life; silence up
         to ``dead_after_s`` ends the connection, after which no more pings are due.
+
+        ``trading`` says whether continuous trading is on now (the shell asks the calendar).
+        Only then does data silence count: a connection subscribed to tickers that gets no
+        data frame (pongs do not count) for ``stale_resubscribe_s`` is resubscribed and a
+        ``stale`` gap opened from its last data frame; after ``stale_reconnect_s`` it is
+        ended (:class:`ConnectionStale`). The verdict is on the connection, never on one quiet
+        ticker. At lunch, on closed days, outside trading phases or without tickers the
+        silence clock is held at ``now``, so it never fires there.
         """
         if not self._open:
             return []
@@ -314,10 +405,42 @@ class FeedProtocol:
             self._next_ping = math.inf
             detail = f"no frame for {self.dead_after_s:g}s"
             return [ConnectionDead(now - self._life, detail)]
+        events: list[Event] = []
+        if not trading or not self.tickers:
+            self._quiet = now
+        else:
+            events.extend(self._watchdog(now))
+            if not self._open:
+                return events
         if now >= self._next_ping:
             self._next_ping = now + self.ping_interval_s
-            return [PingDue(request.PING)]
-        return []
+            events.append(PingDue(request.PING))
+        return events
+
+    def _watchdog(self, now: float) -> list[Event]:
+        silent = now - self._quiet
+        events: list[Event] = []
+        if silent >= self.stale_reconnect_s:
+            if not self._resubscribed:
+                events.extend(self._stale(f"no data for {silent:.0f}s", now))
+            self._open = False
+            self._next_ping = math.inf
+            detail = f"no data for {self.stale_reconnect_s:g}s: reconnecting"
+            events.append(ConnectionStale(silent, detail))
+        elif silent >= self.stale_resubscribe_s and not self._resubscribed:
+            events.extend(self._stale(f"no data for {self.stale_resubscribe_s:g}s", now))
+            frame = self._subscribe_frame(self.tickers)
+            events.append(Resubscribe(frame, self.tickers))
+        return events
+
+    def _stale(self, silence: str, now: float) -> list[Event]:
+        """Open the ``stale`` gap from the last data frame; the next data frame closes it."""
+        self._resubscribed = True
+        # Every frame goes through _first until a data frame ends the gap (pongs do not).
+        self._awaiting_data = True
+        start = (self._quiet_from or self.stats.last_frame).decode()
+        detail = f"{silence} of continuous trading while pongs arrive: resubscribed"
+        return self._begin(gaps.STALE, start, self.tickers, detail)
 
     # ---- received frames -------------------------------------------------------------------
 
@@ -338,26 +461,36 @@ class FeedProtocol:
             # The packer checks the book tag itself: no second look at the first byte here.
             entry = self._book(frame, received)
             if entry is not None:
+                self._quiet = now
+                self._quiet_from = received
                 return (entry,)
         return self._slow(frame, received)
 
     def _first(self, frame: bytes | str, received: bytes) -> list[Event]:
-        events: list[Event] = []
         # Data flowing again on a new connection ends the outage gap; a 401 does not (nor
-        # any error frame: the next frame decides).
-        if not (isinstance(frame, bytes) and frame[:1] == _ERROR_PREFIX):
-            self._awaiting_data = False
-            at = received.decode()
-            record = self.outage.end(at)
-            if record is not None:
-                events.append(GapClosed(record))
-            events.append(DataResumed(at))
-        if type(frame) is bytes:
-            entry = self._book(frame, received)
-            if entry is not None:
-                events.append(entry)
-                return events
-        events.extend(self._slow(frame, received))
+        # any error frame: the next frame decides). A stale gap needs a data frame to end.
+        self._data_seen = False
+        body: list[Event] = []
+        entry = self._book(frame, received) if type(frame) is bytes else None
+        if entry is not None:
+            self._quiet = self._life
+            self._data_seen = True
+            body.append(entry)
+        else:
+            body.extend(self._slow(frame, received))
+        error = isinstance(frame, bytes) and frame[:1] == _ERROR_PREFIX
+        if error or (self.outage.cause == gaps.STALE and not self._data_seen):
+            return body
+        self._awaiting_data = False
+        self._resubscribed = False
+        self._quiet_from = received
+        at = received.decode()
+        events: list[Event] = []
+        record = self.outage.end(at)
+        if record is not None:
+            events.append(GapClosed(record))
+        events.append(DataResumed(at))
+        events.extend(body)
         return events
 
     def _slow(self, frame: bytes | str, received: bytes) -> list[Event]:
@@ -367,6 +500,11 @@ class FeedProtocol:
             message = wrapper.decode(frame)
         except ProtocolError as exc:
             return [self._bad(str(exc), frame)]
+        if not isinstance(message, _NOT_DATA):
+            # A data frame (book, trade, live price...): the data watchdog's sign of life.
+            self._quiet = self._life
+            self._quiet_from = received
+            self._data_seen = True
         pack = self.packer.record
         if isinstance(message, OrderBook):
             try:
@@ -385,6 +523,20 @@ class FeedProtocol:
                     continue
                 events.append(pack(trade_record, received))
             return events
+        if isinstance(message, LivePrice):
+            try:
+                price_record = records.from_liveprice(message, _UNUSED_RECEIVED, self._source)
+            except ProtocolError as exc:
+                return [self._bad(str(exc), frame)]
+            return [pack(price_record, received)]
+        if isinstance(message, IepIev | BestBidOffer):
+            # Only tickers we asked for: the code's position is an assumption (field 1), and a
+            # misread one must not create HASHes for strings that are not our tickers.
+            if self._ours[0] is not self.tickers:
+                self._ours = (self.tickers, frozenset(self.tickers))
+            if message.code not in self._ours[1]:
+                return []
+            return [Tally(message.code, IEP_FRAMES if isinstance(message, IepIev) else BBO_FRAMES)]
         if isinstance(message, ErrorFrame):
             if message.code == UNAUTHORIZED:
                 self._open = False
@@ -392,7 +544,7 @@ class FeedProtocol:
                 return [AuthFailed(f"the server answered 401: {message.message[:100]}")]
             self.stats.server_errors += 1
             return [ServerError(message.code, message.message[:200])]
-        # Pongs, live prices and channels we did not ask for need nothing beyond the count.
+        # Pongs and channels we did not ask for need nothing beyond the count.
         return []
 
     def _bad(self, error: str, raw: bytes) -> BadFrame:

@@ -38,6 +38,7 @@ from ingestor.roster import Roster
 from ingestor.session import STOPPED, ConnectError, Session
 from ingestor.sink import Sink
 from pipeline import status as st
+from pipeline.calendar import TradingCalendar
 from pipeline.keys import Keys
 from pipeline.records import GapRecord
 from pipeline.settings import Settings
@@ -64,8 +65,11 @@ class Ingestor:
         settings: Settings,
         auth_retry_s: float = AUTH_RETRY_S,
         handover_s: float = 2.0,
+        calendar: TradingCalendar | None = None,
     ) -> None:
         self.settings = settings
+        self.calendar = calendar or TradingCalendar.from_settings(settings)
+        """Asked by the data watchdog whether continuous trading is on."""
         self.me = settings.process_id
         self.keys = Keys(settings.key_prefix, settings.partitions)
         self.auth_retry_s = auth_retry_s
@@ -101,6 +105,8 @@ class Ingestor:
             self.packer,
             ping_interval_s=settings.ping_interval_s,
             dead_after_s=settings.dead_after_s,
+            stale_resubscribe_s=settings.stale_resubscribe_s,
+            stale_reconnect_s=settings.stale_reconnect_s,
             subscribe_trades=settings.subscribe_trades,
         )
         self.stats = self.protocol.stats
@@ -184,6 +190,10 @@ class Ingestor:
             self.last_error = None
         # GapOpened needs nothing here: the reconnect loop logs why the feed went down.
 
+    def _trading(self) -> bool:
+        """Whether continuous trading is on now (sessions 1 and 2 of the IDX calendar)."""
+        return self.calendar.is_continuous(datetime.now(UTC))
+
     def _events(self, events: list[Event]) -> None:
         for event in events:
             self._event(event)
@@ -229,6 +239,7 @@ class Ingestor:
                     stop=self.stop,
                     on_connected=self._connected,
                     on_event=self._event,
+                    trading=self._trading,
                 )
                 outcome = await session.run()
             except AuthFailedError as exc:

@@ -8,8 +8,10 @@ connection:
 
 - *receive* — the hot path: take the receive time, hand the frame to the protocol, pass the
   entries it returns to the sink's buffer and act on the rare other events;
-- *keepalive* — sleep until the protocol's next timer, then send the ping it asks for, or end
-  the session when it declares the connection dead;
+- *keepalive* — sleep until the protocol's next timer, then send the ping (or the data
+  watchdog's resubscribe) it asks for, or end the session when it declares the connection
+  dead or stale; it tells the protocol whether continuous trading is on (``trading``, which
+  the process answers from the trading calendar);
 - *follow* — on every change of the roster's ticker set, send the protocol's new subscribe
   frame (no reconnect);
 - *stop* — end the session on shutdown.
@@ -29,14 +31,18 @@ from websockets.typing import Origin, Subprotocol
 
 from ingestor.credentials import ORIGIN, USER_AGENT, AuthFailedError, Credentials
 from ingestor.entries import Entry, ReceivedClock
-from ingestor.gaps import DEAD, DISCONNECT
+from ingestor.gaps import DISCONNECT
 from ingestor.protocol import (
     AuthFailed,
     BadFrame,
     ConnectionDead,
+    ConnectionStale,
     Event,
     FeedProtocol,
+    Outgoing,
+    Resubscribe,
     ServerError,
+    Tally,
 )
 from ingestor.roster import Roster
 from ingestor.sink import Sink
@@ -60,7 +66,7 @@ class Outcome:
     """How a session ended (when it did not raise)."""
 
     cause: str
-    """``disconnect``, ``dead`` or ``stopped``."""
+    """``disconnect``, ``dead``, ``stale`` (the data watchdog) or ``stopped``."""
     detail: str
     lasted: float
 
@@ -85,8 +91,11 @@ class Session:
         stop: asyncio.Event,
         on_connected: Callable[[], None],
         on_event: Callable[[Event], None],
+        trading: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
+        self.trading = trading or _never
+        """Whether continuous trading is on now (the data watchdog only judges then)."""
         self.credentials = credentials
         self.protocol = protocol
         self.roster = roster
@@ -157,7 +166,7 @@ class Session:
                 raise error  # AuthFailedError from a 401 frame, or a bug
             dead = first.result()
             if dead is not None:
-                return Outcome(DEAD, dead.detail, lasted)
+                return Outcome(dead.cause, dead.detail, lasted)
             return Outcome(STOPPED, "", lasted)
         except ConnectionClosed as exc:
             return Outcome(DISCONNECT, _closed(exc), time.monotonic() - started)
@@ -192,6 +201,8 @@ class Session:
                 log.warning(
                     "bad frame #%d (%d bytes): %s", event.number, len(event.raw), event.error
                 )
+        elif isinstance(event, Tally):
+            self.sink.tally(event.code, event.field)
         elif isinstance(event, ServerError):
             self.sink.count("server_errors")
             log.warning("server error frame %d: %s", event.code, event.message)
@@ -204,13 +215,29 @@ class Session:
         protocol = self.protocol
         while True:
             await asyncio.sleep(max(MIN_TIMER_S, protocol.wakeup_at() - time.monotonic()))
-            for event in protocol.tick(time.monotonic()):
+            for event in protocol.tick(time.monotonic(), trading=self.trading()):
+                if isinstance(event, ConnectionStale):
+                    log.warning(
+                        "pongs but no data for %.0fs of continuous trading: reconnecting",
+                        event.silent_for,
+                    )
+                    return event
                 if isinstance(event, ConnectionDead):
                     log.warning(
                         "no frame and no pong for %.1fs: connection is dead", event.silent_for
                     )
                     return event
-                await ws.send(event.frame)
+                if isinstance(event, Resubscribe):
+                    log.warning(
+                        "pongs but no data for %.0fs of continuous trading: resubscribing "
+                        "%d ticker(s)",
+                        protocol.stale_resubscribe_s,
+                        len(event.tickers),
+                    )
+                if isinstance(event, Outgoing):
+                    await ws.send(event.frame)
+                else:
+                    self.on_event(event)  # the stale gap opening
 
     async def _follow(self, ws: ClientConnection, version: int) -> None:
         while True:
@@ -221,6 +248,10 @@ class Session:
 
     async def _stopped(self) -> None:
         await self.stop.wait()
+
+
+def _never() -> bool:
+    return False
 
 
 def _closed(exc: ConnectionClosed) -> str:

@@ -3,8 +3,9 @@
 The session appends packed :class:`~ingestor.entries.Entry` values (cheap, never awaits). The
 flusher takes up to ``batch_max`` of them at a time and writes them as one burst of
 ``XADD stream MAXLEN ~ stream_maxlen * ...`` commands, followed by the batch's per-ticker HASH
-updates (``frames``, ``trades``, ``last_update``, best bid/offer and lots, the top-10 depth of
-each side: once per ticker per batch, not per frame), on a
+updates (``frames``, ``trades``, ``prices``, ``last_update``, best bid/offer and lots, the
+top-10 depth of each side, and from the last LivePrice ``last_price``, ``prev_close`` and
+``day_lots``: once per ticker per batch, not per frame), on a
 :class:`~ingestor.resp.RespConnection` that skips the replies instead of parsing them. With
 replication R > 1 only a ticker's primary ingestor (:attr:`Sink.primary`, kept up to date by
 the roster) updates its HASH, so the counts are not multiplied by R; every replica still
@@ -38,7 +39,7 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ingestor.entries import BID, TRADE, Entry, bulk
+from ingestor.entries import BID, PRICE, TRADE, Entry, bulk
 from ingestor.gaps import Overflow
 from ingestor.resp import RespConnection, RespError
 from pipeline.keys import Keys
@@ -90,6 +91,30 @@ def _side_fields(side: bytes) -> bytes:
     return b"".join(bulk(name) + b"$%d\r\n%s\r\n" for name in names)
 
 
+def _lots_text(shares: bytes) -> bytes:
+    """Shares text → lots text (``123400`` → ``1234``; odd lots as a decimal)."""
+    if shares.isdigit():
+        whole, rest = divmod(int(shares), 100)
+        return b"%d" % whole if rest == 0 else repr(int(shares) / 100).encode()
+    try:
+        return repr(float(shares) / 100).encode()
+    except ValueError:
+        return b""
+
+
+def _price_args(entry: Entry) -> bytes:
+    """The HSET arguments of a ticker's last LivePrice: last price, previous close, day lots."""
+    last, previous, shares = ([*entry.levels.split(b";"), b"", b""])[:3]
+    return b"".join(
+        bulk(name) + bulk(value)
+        for name, value in (
+            (b"last_price", last),
+            (b"prev_close", previous),
+            (b"day_lots", _lots_text(shares)),
+        )
+    )
+
+
 _BID_FIELDS = _side_fields(b"bid")
 _OFFER_FIELDS = _side_fields(b"offer")
 
@@ -115,14 +140,16 @@ def _side_args(template: bytes, entry: Entry) -> bytes:
 class _Figures:
     """One ticker's share of a batch."""
 
-    __slots__ = ("bid", "frames", "offer", "received", "trades")
+    __slots__ = ("bid", "frames", "offer", "price", "prices", "received", "trades")
 
     def __init__(self) -> None:
         self.frames = 0
         self.trades = 0
+        self.prices = 0
         self.received = b""
         self.bid: Entry | None = None
         self.offer: Entry | None = None
+        self.price: Entry | None = None
 
 
 def ticker_section(
@@ -130,10 +157,11 @@ def ticker_section(
 ) -> tuple[bytes, int, dict[str, int]]:
     """The per-ticker HASH updates of ``batch``: (RESP commands, their count, entries per code).
 
-    Per ticker: frames (book sides) and trades (prints) added, ``last_update`` (receive time
-    of its last entry), the best bid/offer price and lots from its last snapshot per side, and
-    that snapshot's top :data:`DEPTH_LEVELS` levels with its receive time (``bid_depth``,
-    ``bid_depth_at``, ``offer_depth``, ``offer_depth_at``). Only the tickers in ``primary``
+    Per ticker: frames (book sides), trades (prints) and prices (LivePrice messages) added,
+    ``last_update`` (receive time of its last entry), the best bid/offer price and lots from
+    its last snapshot per side, and that snapshot's top :data:`DEPTH_LEVELS` levels with its
+    receive time (``bid_depth``, ``bid_depth_at``, ``offer_depth``, ``offer_depth_at``), and
+    ``last_price``, ``prev_close``, ``day_lots`` from its last LivePrice. Only the tickers in ``primary``
     are updated (all when it is None); the entry counts cover every ticker of the batch.
     """
     stats: dict[str, _Figures] = {}
@@ -144,6 +172,9 @@ def ticker_section(
         kind = entry.kind
         if kind == TRADE:
             row.trades += 1
+        elif kind == PRICE:
+            row.prices += 1
+            row.price = entry
         else:
             row.frames += 1
             if kind == BID:
@@ -167,15 +198,27 @@ def ticker_section(
                 b"*4\r\n$7\r\nHINCRBY\r\n%s$6\r\ntrades\r\n%s" % (key, bulk(b"%d" % row.trades))
             )
             count += 1
+        if row.prices:
+            parts.append(
+                b"*4\r\n$7\r\nHINCRBY\r\n%s$6\r\nprices\r\n%s" % (key, bulk(b"%d" % row.prices))
+            )
+            count += 1
         args = [b"$11\r\nlast_update\r\n", bulk(row.received)]
+        pairs = 1
         if row.bid is not None:
             args.append(_side_args(_BID_FIELDS, row.bid))
+            pairs += 4
         if row.offer is not None:
             args.append(_side_args(_OFFER_FIELDS, row.offer))
-        parts.append(b"*%d\r\n$4\r\nHSET\r\n%s" % (4 + 8 * (len(args) - 2), key))
+            pairs += 4
+        if row.price is not None:
+            args.append(_price_args(row.price))
+            pairs += 3
+        parts.append(b"*%d\r\n$4\r\nHSET\r\n%s" % (2 + 2 * pairs, key))
         parts.extend(args)
         count += 1
-    return b"".join(parts), count, {code: row.frames + row.trades for code, row in stats.items()}
+    appended = {code: row.frames + row.trades + row.prices for code, row in stats.items()}
+    return b"".join(parts), count, appended
 
 
 class Sink:
@@ -216,6 +259,7 @@ class Sink:
         self._gaps: deque[GapRecord] = deque()
         self._dead: deque[tuple[str, bytes, str]] = deque()
         self._counts: Counter[str] = Counter()
+        self._tallies: Counter[tuple[str, str]] = Counter()
         self._appended: Counter[str] = Counter()
         self._lengths: dict[str, int] = {}
         self._next_cap_check = time.monotonic() + CAP_CHECK_S
@@ -286,6 +330,13 @@ class Sink:
         self._counts[name] += amount
         self._kick()
 
+    def tally(self, code: str, field: str) -> None:
+        """Count a frame that is not stored (IEP/IEV, best bid/offer) in ``code``'s HASH field
+        ``field``, with the next side write (only for the tickers this ingestor is primary for,
+        as the entry counts)."""
+        self._tallies[(code, field)] += 1
+        self._kick()
+
     def _kick(self) -> None:
         if self._idle:
             self._idle = False
@@ -294,7 +345,9 @@ class Sink:
     # ---- the flusher -----------------------------------------------------------------------
 
     def _has_work(self) -> bool:
-        return bool(self.inflight or self.buffer or self._gaps or self._dead or self._counts)
+        return bool(
+            self.inflight or self.buffer or self._gaps or self._dead or self._counts or self._tallies
+        )
 
     async def run(self) -> None:
         """Drain the queues into Redis until :meth:`close`; survives any Redis outage."""
@@ -347,7 +400,7 @@ class Sink:
         self._inflight_entries = 0
 
     async def _flush(self) -> None:
-        if self._gaps or self._dead or self._counts:
+        if self._gaps or self._dead or self._counts or self._tallies:
             await self._write_side()
         if self.buffer or self.inflight:
             await self._pump()
@@ -418,6 +471,7 @@ class Sink:
         gaps = list(self._gaps)
         dead = list(self._dead)
         counts = dict(self._counts)
+        tallies = dict(self._tallies)
         pipe = self.client.pipeline(transaction=False)
         for record in gaps:
             pipe.xadd(self.keys.gaps, record.fields(), maxlen=GAPS_MAXLEN, approximate=True)  # type: ignore[arg-type]
@@ -432,6 +486,10 @@ class Sink:
             pipe.xadd(self.keys.deadletter, fields, maxlen=DEADLETTER_MAXLEN, approximate=True)  # type: ignore[arg-type]
         for name, amount in counts.items():
             pipe.hincrby(self.keys.counters, name, amount)
+        primary = self.primary
+        for (code, field), amount in tallies.items():
+            if primary is None or code in primary:
+                pipe.hincrby(self.keys.ticker(code), field, amount)
         await pipe.execute()
         for _ in gaps:
             self._gaps.popleft()
@@ -441,6 +499,10 @@ class Sink:
             self._counts[name] -= amount
             if self._counts[name] <= 0:
                 del self._counts[name]
+        for pair, amount in tallies.items():
+            self._tallies[pair] -= amount
+            if self._tallies[pair] <= 0:
+                del self._tallies[pair]
 
     # ---- shutdown --------------------------------------------------------------------------
 

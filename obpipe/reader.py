@@ -112,7 +112,8 @@ def prices(
 ) -> pd.DataFrame:
     """LivePrice session figures, one row per message: ``code, timestamp, price, open, high,
     low, prev_close, lots, total_value, frequency, average, foreign_buy, foreign_sell,
-    received_at`` (``lots`` and ``frequency`` cumulative over the day)."""
+    received_at, sequence`` (``lots``, ``total_value`` and ``frequency`` cumulative over the
+    day; ``sequence`` is field 19, NaN where the message had none)."""
     table = load(PRICES, span(day, start, end), code, data_root(data_dir))
     return to_frame(in_time_order(table))
 

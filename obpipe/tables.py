@@ -13,7 +13,8 @@ Types, chosen for the tools quants use (pandas, polars, DuckDB):
   fractional one refused, never rounded;
 - ``lots`` is ``float64``: shares / 100 is fractional for odd lots (the CSV's ``44762.5``);
 - the LivePrice figures of ``prices`` (except ``frequency``) are ``float64``: the feed sends
-  every one of them as a double, and index levels such as IHSG's are fractional;
+  every one of them as a double, and index levels such as IHSG's are fractional; its
+  ``sequence`` (field 19) is ``int64``, null where the message had none;
 - ``side``, ``board``, ``cause`` and the ``code`` column are dictionary-encoded strings
   (pandas categoricals); an empty ``side``/``board`` (auctions, negotiated prints) is null.
 
@@ -99,6 +100,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("foreign_buy", _F),
             ("foreign_sell", _F),
             ("received_at", TIME),
+            ("sequence", _I),
         ]
     ),
     GAPS: pa.schema(

@@ -7,8 +7,8 @@ under one root. Nothing else joins these folder names. Pure: no file is touched 
 ::
 
     orderbook/YYYY-MM-DD_CODE.csv   trades/YYYY-MM-DD_CODE.csv   prices/YYYY-MM-DD_CODE.csv
-    gaps/YYYY-MM-DD.csv             manifests/YYYY-MM-DD.json    raw/YYYY-MM-DD/…
-    parquet/<kind>/date=YYYY-MM-DD/CODE.parquet                  replay/YYYY-MM-DD/…
+    gaps/YYYY-MM-DD.csv             manifests/YYYY-MM-DD.json    raw/YYYY-MM-DD/<ingestor>.<n>.zst
+    parquet/<kind>/date=YYYY-MM-DD/CODE.parquet                  replay/YYYY-MM-DD/<kind>/…
     .locks/NAME.lock
 """
 
@@ -75,6 +75,28 @@ def parquet_file(kind: str, day: str, code: str) -> str:
 def gap_file(day: str) -> str:
     """``gaps/YYYY-MM-DD.csv``."""
     return f"{GAPS}/{day}{CSV}"
+
+
+RAW_SUFFIX = ".zst"
+"""Raw archive files: ``<ingestor>.<n>.zst`` (format: :mod:`pipeline.rawfile`)."""
+REPLAY_REPORT = "replay-report.json"
+"""What ``obpipe replay`` found, beside the files it rebuilt."""
+
+
+def raw_file(day: str, ingestor: str, number: int) -> str:
+    """``raw/YYYY-MM-DD/<ingestor>.<n>.zst``: the ``n``-th raw file of one ingestor that day
+    (a new ``n`` per process start, day and recovery, so no file is ever appended to after a
+    crash may have torn it)."""
+    return f"{RAW}/{check_day(day)}/{ingestor}.{number}{RAW_SUFFIX}"
+
+
+def parse_raw_name(name: str) -> tuple[str, int] | None:
+    """``<ingestor>.<n>.zst`` → (ingestor, n); None for any other name (ids may hold dots)."""
+    stem = name.removesuffix(RAW_SUFFIX)
+    ingestor, dot, number = stem.rpartition(".")
+    if stem == name or not dot or not ingestor or not number.isdigit():
+        return None
+    return ingestor, int(number)
 
 
 def kind_of(relpath: str) -> str:
@@ -147,6 +169,24 @@ class Layout:
     def raw_dir(self, day: str) -> Path:
         """``DATA_DIR/raw/YYYY-MM-DD``: the day's raw frame archive."""
         return self.root / RAW / check_day(day)
+
+    def raw_files(self, day: str) -> list[tuple[str, int, Path]]:
+        """The day's raw files as (ingestor, n, path), by ingestor then n."""
+        folder = self.raw_dir(day)
+        try:
+            names = [p.name for p in folder.iterdir() if p.is_file()]
+        except OSError:
+            return []
+        found = [(parsed, name) for name in names if (parsed := parse_raw_name(name))]
+        return [(ing, n, folder / name) for (ing, n), name in sorted(found)]
+
+    def raw_days(self) -> list[str]:
+        """The days that have a raw folder, oldest first."""
+        try:
+            names = [p.name for p in (self.root / RAW).iterdir() if p.is_dir()]
+        except OSError:
+            return []
+        return sorted(n for n in names if is_day(n))
 
     def parquet(self, kind: str, day: str, code: str) -> Path:
         """``DATA_DIR/parquet/<kind>/date=YYYY-MM-DD/CODE.parquet`` (hive-partitioned)."""

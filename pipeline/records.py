@@ -9,6 +9,16 @@ A trade entry (one per print)::
     k=t  c=BBCA  n=<trade number>  p=<price>  v=<shares>  a=<0|1|2>  o=<board>  x=<value>
     t=<trade time>  r=<received at>  i=<ingestor>
 
+A live-price entry (one per LivePrice message, the day's figures so far)::
+
+    k=p  c=BBCA  p=<last>  o=<open>  h=<high>  l=<low>  y=<previous close>  v=<shares>
+    x=<turnover>  f=<trade count>  a=<average>  b=<foreign buy>  s=<foreign sell>
+    [q=<field 19>]  t=<exchange time (field 11)>  r=<received at>  i=<ingestor>
+
+``v``, ``x`` and ``f`` are cumulative over the day, ``v`` in shares as on the wire; ``q`` is
+present only when the message carried field 19. Numbers are written as the wire's doubles
+(whole numbers without ``.0``).
+
 Times are already normalised to ISO-8601 in Jakarta time with microseconds
 (``2026-03-02T10:15:30.123456+07:00``), so the writer copies them into rows as they are and
 takes the file's day from their first ten characters.
@@ -22,11 +32,12 @@ from datetime import datetime
 from pipeline.days import day_of_stamp
 from stockbit.book import split_header
 from stockbit.errors import ProtocolError
-from stockbit.messages import OrderBook, RunningTrade
+from stockbit.messages import LivePrice, OrderBook, RunningTrade
 from stockbit.timestamps import wib_iso
 
 BOOK = "b"
 TRADE = "t"
+PRICE = "p"
 SIDE_CODES = {"BID": "B", "OFFER": "O"}
 SIDE_NAMES = {"B": "BID", "O": "OFFER"}
 
@@ -105,7 +116,62 @@ class TradeRecord:
         }
 
 
-Record = BookRecord | TradeRecord
+@dataclass(frozen=True, slots=True)
+class PriceRecord:
+    """One LivePrice message as stored in a partition stream: the day's figures so far."""
+
+    code: str
+    last: float
+    open: float
+    high: float
+    low: float
+    previous: float
+    shares: float
+    """Cumulative volume in shares (lots = shares / 100)."""
+    value: float
+    """Cumulative turnover in rupiah."""
+    frequency: float
+    """Cumulative number of trades (a double on the wire)."""
+    average: float
+    foreign_buy: float
+    foreign_sell: float
+    sequence: int | None
+    """LivePrice field 19 when the message carried it."""
+    time: str
+    received: str
+    source: str
+
+    @property
+    def day(self) -> str:
+        """The Jakarta trading day of the exchange time (field 11)."""
+        return day_of_stamp(self.time)
+
+    def fields(self) -> dict[str, str]:
+        """The stream entry fields (``q`` only when the message had field 19)."""
+        out = {
+            "k": PRICE,
+            "c": self.code,
+            "p": _number(self.last),
+            "o": _number(self.open),
+            "h": _number(self.high),
+            "l": _number(self.low),
+            "y": _number(self.previous),
+            "v": _number(self.shares),
+            "x": _number(self.value),
+            "f": _number(self.frequency),
+            "a": _number(self.average),
+            "b": _number(self.foreign_buy),
+            "s": _number(self.foreign_sell),
+        }
+        if self.sequence is not None:
+            out["q"] = str(self.sequence)
+        out["t"] = self.time
+        out["r"] = self.received
+        out["i"] = self.source
+        return out
+
+
+Record = BookRecord | TradeRecord | PriceRecord
 
 
 def _number(value: float) -> str:
@@ -149,6 +215,30 @@ def from_trade(trade: RunningTrade, received: datetime, source: str) -> TradeRec
     )
 
 
+def from_liveprice(price: LivePrice, received: datetime, source: str) -> PriceRecord:
+    """Turn a decoded LivePrice into its record; ProtocolError if it has no exchange time."""
+    if price.time is None:
+        raise ProtocolError("live price without a date (field 11) cannot be placed in a day file")
+    return PriceRecord(
+        code=price.code,
+        last=price.last,
+        open=price.open,
+        high=price.high,
+        low=price.low,
+        previous=price.previous,
+        shares=price.shares,
+        value=price.value,
+        frequency=price.frequency,
+        average=price.average,
+        foreign_buy=price.foreign_buy,
+        foreign_sell=price.foreign_sell,
+        sequence=price.sequence,
+        time=wib_iso(price.time),
+        received=wib_iso(received),
+        source=source,
+    )
+
+
 def _get(entry: dict[str, str], name: str) -> str:
     try:
         return entry[name]
@@ -182,6 +272,26 @@ def parse(entry: dict[str, str]) -> Record:
                 action=int(_get(entry, "a")),
                 board=int(_get(entry, "o")),
                 value=float(_get(entry, "x")),
+                time=_get(entry, "t"),
+                received=_get(entry, "r"),
+                source=entry.get("i", ""),
+            )
+        if kind == PRICE:
+            sequence = entry.get("q")
+            return PriceRecord(
+                code=_get(entry, "c"),
+                last=float(_get(entry, "p")),
+                open=float(_get(entry, "o")),
+                high=float(_get(entry, "h")),
+                low=float(_get(entry, "l")),
+                previous=float(_get(entry, "y")),
+                shares=float(_get(entry, "v")),
+                value=float(_get(entry, "x")),
+                frequency=float(_get(entry, "f")),
+                average=float(_get(entry, "a")),
+                foreign_buy=float(_get(entry, "b")),
+                foreign_sell=float(_get(entry, "s")),
+                sequence=int(sequence) if sequence else None,
                 time=_get(entry, "t"),
                 received=_get(entry, "r"),
                 source=entry.get("i", ""),

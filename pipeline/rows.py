@@ -16,7 +16,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from operator import itemgetter, mul
 
-from pipeline.records import GapRecord
+from pipeline.records import GapRecord, PriceRecord
 from stockbit.book import SIDES, parse_levels
 from stockbit.errors import ProtocolError
 from stockbit.messages import LOT
@@ -24,6 +24,12 @@ from stockbit.timestamps import parse_iso, wib_iso
 
 BOOK_HEADER = "timestamp,price,lots,total_value,side,level,orders,seq,received_at\n"
 TRADE_HEADER = "timestamp,price,lots,total_value,side,trade_number,board,received_at\n"
+PRICE_HEADER = (
+    "timestamp,price,open,high,low,prev_close,lots,total_value,frequency,average,"
+    "foreign_buy,foreign_sell,received_at,sequence\n"
+)
+"""ARCHITECTURE.md §5's columns, plus ``sequence`` (LivePrice field 19, empty when the message
+had none) at the end: the duplicate rule needs it in the file to seed its window."""
 GAP_HEADER = "start,end,cause,tickers,ingestor,detail\n"
 
 TRADE_SIDES = {1: "BUY", 2: "SELL"}
@@ -226,6 +232,37 @@ def trade_row(
     return (
         f"{time},{_plain(p)},{_plain(s / LOT)},{_plain(p * s)},{TRADE_SIDES.get(action, '')},"
         f"{trade_number},{BOARDS.get(board, '')},{received}\n"
+    )
+
+
+def price_row(price: PriceRecord, *, time: str, received: str) -> str:
+    """The CSV line of one LivePrice message (``time``/``received`` already normalised).
+
+    lots = shares / 100 (exact); every figure is checked (finite, not negative) and written
+    in its shortest exact form, the foreign figures as the wire gives them; ``sequence`` is
+    empty when the message had no field 19.
+    """
+    numbers = (
+        price.last,
+        price.open,
+        price.high,
+        price.low,
+        price.previous,
+        price.shares,
+        price.value,
+        price.frequency,
+        price.average,
+        price.foreign_buy,
+        price.foreign_sell,
+    )
+    last, open_, high, low, previous, shares, value, frequency, average, fbuy, fsell = (
+        _decimal(repr(n)) for n in numbers
+    )
+    sequence = "" if price.sequence is None else str(price.sequence)
+    return (
+        f"{time},{_plain(last)},{_plain(open_)},{_plain(high)},{_plain(low)},"
+        f"{_plain(previous)},{_plain(shares / LOT)},{_plain(value)},{_plain(frequency)},"
+        f"{_plain(average)},{_plain(fbuy)},{_plain(fsell)},{received},{sequence}\n"
     )
 
 

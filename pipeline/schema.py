@@ -12,14 +12,16 @@ layout :class:`pipeline.records.BookRecord` writes is taken apart positionally; 
 of the entry format. Whatever cannot become rows raises :class:`EntryError` for the
 dead-letter stream.
 
-**Duplicates.** With ``REPLICATION`` > 1 the same snapshot (code, side, seq, exchange time) or
-print (code, trade number, day) reaches the stream once per ingestor, a few entries apart. Each
-open day file keeps the keys of the last snapshots or prints written to it in a bounded window
-(:class:`Recent`); the file fixes code and day, so a book key is (side, seq, time) and a trade
-key its number. The window needs no persistence of its own: whoever opens a file seeds it from
-the file's tail (:func:`book_keys`, :func:`trade_keys`), which after recovery holds exactly the
-committed rows, so the rule survives kill -9 and takeover; a duplicate further back than the
-window is the one thing it does not catch.
+**Duplicates.** With ``REPLICATION`` > 1 the same snapshot (code, side, seq, exchange time),
+print (code, trade number, day) or LivePrice message reaches the stream once per ingestor, a
+few entries apart. Each open day file keeps the keys of the last snapshots, prints or prices
+written to it in a bounded window (:class:`Recent`); the file fixes code and day, so a book
+key is (side, seq, time), a trade key its number, and a price key its field 19 when the
+message had one, else (time, frequency, lots) — the cumulative trade count and volume tell
+two updates of one instant apart. The window needs no persistence of its own: whoever opens a
+file seeds it from the file's tail (:func:`book_keys`, :func:`trade_keys`, :func:`price_keys`),
+which after recovery holds exactly the committed rows, so the rule survives kill -9 and
+takeover; a duplicate further back than the window is the one thing it does not catch.
 """
 
 from __future__ import annotations
@@ -29,12 +31,22 @@ from collections.abc import Hashable, Iterable
 from typing import NamedTuple
 
 from pipeline.days import day_of_stamp
-from pipeline.layout import GAPS, ORDERBOOK, TRADES, book_file, gap_file, trade_file
+from pipeline.layout import (
+    GAPS,
+    ORDERBOOK,
+    PRICES,
+    TRADES,
+    book_file,
+    gap_file,
+    price_file,
+    trade_file,
+)
 from pipeline.records import (
     BOOK,
     SIDE_NAMES,
     BookRecord,
     GapRecord,
+    PriceRecord,
     RecordError,
     TradeRecord,
     parse,
@@ -42,28 +54,39 @@ from pipeline.records import (
 from pipeline.rows import (
     BOOK_HEADER,
     GAP_HEADER,
+    PRICE_HEADER,
     TRADE_HEADER,
     RowError,
     book_rows,
     gap_row,
     normalise_time,
+    price_row,
     trade_row,
 )
 from pipeline.ticker import TickerError, normalize
 
-HEADERS = {ORDERBOOK: BOOK_HEADER, TRADES: TRADE_HEADER, GAPS: GAP_HEADER}
+HEADERS = {
+    ORDERBOOK: BOOK_HEADER,
+    TRADES: TRADE_HEADER,
+    PRICES: PRICE_HEADER,
+    GAPS: GAP_HEADER,
+}
 """Folder under DATA_DIR → the header line its files start with."""
 COLUMNS = {kind: header.rstrip("\n").split(",") for kind, header in HEADERS.items()}
 """Folder under DATA_DIR → its column names, in order."""
 
 DedupKey = tuple[str, str, str] | str | None
-"""Book: (side, seq, time); trade: the trade number; gap: None (never deduplicated)."""
+"""Book: (side, seq, time); trade: the trade number; price: (time, frequency, lots) or
+``"#"`` + field 19; gap: None (never deduplicated)."""
 
 BOOK_WINDOW = 64
 """Snapshot keys remembered per book file (both sides): replicas arrive within a few frames."""
 TRADE_WINDOW = 4096
 """Trade numbers remembered per trade file: covers a reconnect backfill (~40 prints) easily."""
-WINDOWS = {ORDERBOOK: BOOK_WINDOW, TRADES: TRADE_WINDOW}
+PRICE_WINDOW = 256
+"""Price keys remembered per prices file: replicas arrive within a few entries, and the one
+message a (re)subscribe may repeat is the latest."""
+WINDOWS = {ORDERBOOK: BOOK_WINDOW, TRADES: TRADE_WINDOW, PRICES: PRICE_WINDOW}
 """Folder → the size of its files' duplicate window (gap files have none)."""
 
 
@@ -139,12 +162,33 @@ def trade_keys(tail: str) -> list[str]:
     return keys
 
 
+_PRICE_WIDTH = len(PRICE_HEADER.split(","))
+
+
+def price_key(time: str, frequency: str, lots: str, sequence: str) -> DedupKey:
+    """A LivePrice's identity within its file, from its row's text: ``#`` + field 19 when the
+    message had one, else (time, frequency, lots)."""
+    return f"#{sequence}" if sequence else (time, frequency, lots)
+
+
+def price_keys(tail: str) -> list[DedupKey]:
+    """The keys of the complete price rows in a file tail, oldest first."""
+    keys = []
+    for line in tail.split("\n")[1:]:
+        cells = line.split(",")
+        if len(cells) >= _PRICE_WIDTH and cells[0] != "timestamp":
+            keys.append(price_key(cells[0], cells[8], cells[6], cells[13]))
+    return keys
+
+
 def tail_keys(kind: str, tail: str) -> list[Hashable]:
     """The duplicate keys in the tail of a file of ``kind`` (none for gap files)."""
     if kind == ORDERBOOK:
         return list(book_keys(tail))
     if kind == TRADES:
         return list(trade_keys(tail))
+    if kind == PRICES:
+        return list(price_keys(tail))
     return []
 
 
@@ -196,6 +240,8 @@ def render(fields: list[bytes]) -> Rendered:
                 levels=record.levels,
                 received=record.received,
             )
+        if isinstance(record, PriceRecord):
+            return _price(record)
         return _trade(record)
     except (RecordError, RowError, UnicodeDecodeError, IndexError) as exc:
         raise EntryError(str(exc)) from None
@@ -227,6 +273,15 @@ def _trade(record: TradeRecord) -> Rendered:
     return Rendered(
         trade_file(day_of_stamp(time), _code(record.code)), str(record.trade_number), text, 1
     )
+
+
+def _price(record: PriceRecord) -> Rendered:
+    time = normalise_time(record.time)
+    text = price_row(record, time=time, received=normalise_time(record.received))
+    # The key comes from the row's own cells, exactly as price_keys reads them back.
+    cells = text.split(",")
+    key = price_key(time, cells[8], cells[6], cells[13].rstrip("\n"))
+    return Rendered(price_file(day_of_stamp(time), _code(record.code)), key, text, 1)
 
 
 def _number(value: float) -> str:

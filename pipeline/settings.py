@@ -76,6 +76,10 @@ class Settings:
     process_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     ping_interval_s: float = 10.0
     dead_after_s: float = 30.0
+    stale_resubscribe_s: float = 90.0
+    """Continuous trading without a data frame (pongs arriving) → resubscribe, ``stale`` gap."""
+    stale_reconnect_s: float = 180.0
+    """... and → reconnect."""
     replication: int = 1
     ingest_buffer_max: int = 200_000
     heartbeat_s: float = 1.0
@@ -86,6 +90,12 @@ class Settings:
     compress_after_days: int = 0
     keep_csv_days: int = 0
     """Remove a finalized day's ticker CSVs at this age, once its Parquet verified (0 = never)."""
+    raw_archive: bool = True
+    """Keep every received frame in ``raw/YYYY-MM-DD/`` (:mod:`ingestor.archive`)."""
+    raw_keep_days: int = 7
+    """Remove raw folders this many days old (0 = keep them all)."""
+    raw_min_free_mb: int = 5120
+    """Stop archiving while ``DATA_DIR`` has less free space than this (MiB)."""
     holidays_file: Path | None = None
     """Extra IDX closures/openings (format: :func:`pipeline.calendar.parse_holidays_file`)."""
     alert_urls: tuple[Secret, ...] = ()
@@ -205,6 +215,15 @@ class _Reader:
             out["process_id"] = process_id
         out["ping_interval_s"] = self.parse("PING_INTERVAL_S", 10.0, _float_range(0.1, 300))
         out["dead_after_s"] = self.parse("DEAD_AFTER_S", 30.0, _float_range(0.5, 3600))
+        resubscribe = self.parse("STALE_RESUBSCRIBE_S", 90.0, _float_range(1, 3600))
+        reconnect = self.parse("STALE_RECONNECT_S", 180.0, _float_range(1, 7200))
+        if reconnect <= resubscribe:
+            self.problems.append(
+                f"STALE_RECONNECT_S: {reconnect:g} must be longer than "
+                f"STALE_RESUBSCRIBE_S ({resubscribe:g}): resubscribe first, then reconnect"
+            )
+        out["stale_resubscribe_s"] = resubscribe
+        out["stale_reconnect_s"] = reconnect
         out["replication"] = self.parse("REPLICATION", 1, _int_range(1, 5))
         out["ingest_buffer_max"] = self.parse("INGEST_BUFFER_MAX", 200_000, _int_range(100, 10**8))
         out["heartbeat_s"] = self.parse("HEARTBEAT_S", 1.0, _float_range(0.05, 60))
@@ -214,6 +233,9 @@ class _Reader:
         out["finalize_grace_min"] = self.parse("FINALIZE_GRACE_MIN", 30, _int_range(0, 24 * 60))
         out["compress_after_days"] = self.parse("COMPRESS_AFTER_DAYS", 0, _int_range(0, 3650))
         out["keep_csv_days"] = self.parse("KEEP_CSV_DAYS", 0, _int_range(0, 3650))
+        out["raw_archive"] = self.parse("RAW_ARCHIVE", True, _bool)
+        out["raw_keep_days"] = self.parse("RAW_KEEP_DAYS", 7, _int_range(0, 3650))
+        out["raw_min_free_mb"] = self.parse("RAW_MIN_FREE_MB", 5120, _int_range(0, 10**8))
         out["holidays_file"] = self.parse("HOLIDAYS_FILE", None, check_holidays_file)
         no_urls: tuple[Secret, ...] = ()
         out["alert_urls"] = self.parse("ALERT_URLS", no_urls, _alert_urls)

@@ -73,6 +73,8 @@ class WriterStatus(StatusDocument):
     partitions: list[int] = field(default_factory=list)
     rows: int = 0
     trades: int = 0
+    prices: int = 0
+    """LivePrice rows written (``rows`` counts order-book and gap rows)."""
     files_open: int = 0
     lag_entries: int = 0
     lag_seconds: float = 0.0

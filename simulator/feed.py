@@ -8,6 +8,13 @@ Normal mode: each (ticker, side) gets a snapshot every ~1/rate seconds (jittered
 each ticker a trade batch at Poisson rate ``rate``. Max-rate mode: book frames go out as fast as
 the slowest subscriber drains, round-robin over the subscribed (ticker, side) pairs, in
 batches; trades keep their normal schedule.
+
+Beside books and trades, in both modes: a LivePrice (wrapper 9) after every match batch, with
+the session figures that batch left; a best-bid-offer frame (13) whenever a snapshot moved the
+touch; and, only while the virtual clock is in a call auction (pre-opening, pre-closing), an
+IEP/IEV frame (11) per ticker every ~1/rate seconds. A subscribe gets the current LivePrice
+and best bid/offer of its codes (and their IEP/IEV during an auction) right after the books
+and the tape backfill.
 """
 
 from __future__ import annotations
@@ -18,7 +25,14 @@ import logging
 import random
 from collections.abc import Callable, Iterable
 
-from simulator.frames import BookPress, encode_book, encode_tape
+from simulator.frames import (
+    BookPress,
+    encode_book,
+    encode_indicative,
+    encode_live,
+    encode_quote,
+    encode_tape,
+)
 from simulator.link import Link
 from simulator.market import BookSnapshot, Market
 from simulator.subscriptions import Subscriptions, Wanted
@@ -31,6 +45,8 @@ MAX_RATE_BATCH = 256
 """Book frames built per pump round in max-rate mode, written with one transport write."""
 
 _IDLE_PAUSE = 0.05
+_IEP = "iep"
+"""Timer key suffix of a ticker's IEP/IEV schedule (book sides use the side, trades "")."""
 
 
 class Feed:
@@ -43,6 +59,7 @@ class Feed:
         rate: float = 1.0,
         max_rate: bool = False,
         pace: float | None = None,
+        strict: bool = True,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -52,6 +69,8 @@ class Feed:
         self._max_rate = max_rate
         self._pace = pace
         """Max-rate mode only: at most this many book frames per second in all (None = no cap)."""
+        self._strict = strict
+        """Books stream only with liveprice, iepiev and best_bid_offer (see subscriptions)."""
         self._subs: Subscriptions[Link] = Subscriptions()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._press = BookPress(market)
@@ -59,6 +78,9 @@ class Feed:
         self._pump_task: asyncio.Task[None] | None = None
         self.book_frames = 0
         self.trade_frames = 0
+        self.price_frames = 0
+        self.iep_frames = 0
+        self.bbo_frames = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -85,9 +107,11 @@ class Feed:
 
         The fresh BID and OFFER snapshots go to every subscriber of those codes (they are new
         market states, with new seqs); the backfill, a replay of ~40 recent prints per code
-        with their original trade numbers, goes to ``link`` only.
+        with their original trade numbers, goes to ``link`` only, as do the current LivePrice
+        and best bid/offer of its codes, and their IEP/IEV during an auction. The LivePrice is
+        the last one sent (same figures, same time), as a reconnecting client gets it again.
         """
-        wanted = Wanted.from_channel(channel)
+        wanted = Wanted.from_channel(channel, strict=self._strict)
         before = self._subs.active_codes()
         self._subs.replace(link, wanted)
         self._retime(before)
@@ -103,6 +127,21 @@ class Feed:
             if tape.prints:
                 link.data(encode_tape(tape), tape)
                 self.trade_frames += 1
+        market = self._market
+        for code in sorted(wanted.prices):
+            figures = market.live(code)
+            link.data(encode_live(figures), figures)
+            self.price_frames += 1
+        for code in sorted(wanted.bbos):
+            quote = market.quote(code)
+            link.data(encode_quote(quote), quote)
+            self.bbo_frames += 1
+        phase = market.auction() if wanted.ieps else None
+        if phase is not None:
+            for code in sorted(wanted.ieps):
+                indicative = market.indicative(code, phase)
+                link.data(encode_indicative(indicative), indicative)
+                self.iep_frames += 1
         for each in touched:
             each.flush()
         return wanted
@@ -124,8 +163,10 @@ class Feed:
                     self._timers[(code, side)] = loop.call_later(delay, self._book_tick, code, side)
             delay = rng.expovariate(self._rate)
             self._timers[(code, "")] = loop.call_later(delay, self._trade_tick, code)
+            delay = rng.uniform(0.0, 1.0) / self._rate
+            self._timers[(code, _IEP)] = loop.call_later(delay, self._iep_tick, code)
         for code in before - after:
-            for key in ((code, side) for side in (*SIDES, "")):
+            for key in ((code, side) for side in (*SIDES, "", _IEP)):
                 handle = self._timers.pop(key, None)
                 if handle is not None:
                     handle.cancel()
@@ -134,7 +175,15 @@ class Feed:
     # ---- normal mode ---------------------------------------------------------------------
 
     def _book_tick(self, code: str, side: str) -> None:
-        self._guarded(lambda: self._flush(self._deliver_book(self._market.book(code, side))))
+        def once() -> None:
+            market = self._market
+            touch = market.touch(code)
+            links = self._deliver_book(market.book(code, side))
+            if market.touch(code) != touch:
+                links = links | self._deliver_quote(code)
+            self._flush(links)
+
+        self._guarded(once)
         delay = self._rng.uniform(0.5, 1.5) / self._rate
         self._reschedule((code, side), delay, lambda: self._book_tick(code, side))
 
@@ -147,12 +196,46 @@ class Feed:
                 self.trade_frames += 1
                 for link in links:
                     link.data(payload, tape)
-                self._flush(links)
+            # The exchange updates LivePrice after each match: one per batch, after its prints.
+            prices = self._subs.price_links(code)
+            if prices:
+                figures = self._market.live(code)
+                payload = encode_live(figures)
+                self.price_frames += 1
+                for link in prices:
+                    link.data(payload, figures)
+            self._flush(links | prices)
 
         self._guarded(once)
         self._reschedule(
             (code, ""), self._rng.expovariate(self._rate), lambda: self._trade_tick(code)
         )
+
+    def _iep_tick(self, code: str) -> None:
+        def once() -> None:
+            links = self._subs.iep_links(code)
+            phase = self._market.auction() if links else None
+            if phase is not None:
+                indicative = self._market.indicative(code, phase)
+                payload = encode_indicative(indicative)
+                self.iep_frames += 1
+                for link in links:
+                    link.data(payload, indicative)
+                self._flush(links)
+
+        self._guarded(once)
+        delay = self._rng.uniform(0.5, 1.5) / self._rate
+        self._reschedule((code, _IEP), delay, lambda: self._iep_tick(code))
+
+    def _deliver_quote(self, code: str) -> set[Link]:
+        links = self._subs.bbo_links(code)
+        if links:
+            quote = self._market.quote(code)
+            payload = encode_quote(quote)
+            self.bbo_frames += 1
+            for link in links:
+                link.data(payload, quote)
+        return links
 
     def _reschedule(self, key: tuple[str, str], delay: float, again: Callable[[], None]) -> None:
         # A timer cancelled while its callback ran (ticker dropped) must not come back.

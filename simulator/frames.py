@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import random
 
-from simulator.market import BookSnapshot, Market, Tape
+from simulator.market import BookSnapshot, Indicative, LiveFigures, Market, Quote, Tape
 from stockbit import wire
-from stockbit.messages import OrderBook, RunningTrade
-from stockbit.wrapper import F_ORDERBOOK, encode_orderbook, encode_trade_batch
+from stockbit.messages import LivePrice, OrderBook, RunningTrade
+from stockbit.wrapper import (
+    F_ORDERBOOK,
+    encode_best_bid_offer,
+    encode_iepiev,
+    encode_liveprice,
+    encode_orderbook,
+    encode_trade_batch,
+)
 
 _BINARY_FIN = 0x82
 """First byte of an unfragmented binary websocket frame (FIN + opcode 2)."""
@@ -68,6 +75,40 @@ def encode_tape(tape: Tape) -> bytes:
         )
         for p in tape.prints
     )
+
+
+def encode_live(figures: LiveFigures) -> bytes:
+    """Wrapper field 9 (LivePrice) with the figures' exact field-11 time string.
+
+    Field 19 (``sequence_number``) is left out: no capture shows the real feed setting it, so
+    the pipeline must identify a LivePrice without it (by time, trade count and volume).
+    """
+    price = LivePrice(
+        code=figures.code,
+        last=float(figures.last),
+        shares=float(figures.shares),
+        high=float(figures.high),
+        low=float(figures.low),
+        open=float(figures.open),
+        frequency=float(figures.frequency),
+        previous=float(figures.previous),
+        value=float(figures.value),
+        average=figures.average,
+        foreign_buy=float(figures.foreign_buy),
+        foreign_sell=float(figures.foreign_sell),
+    )
+    return encode_liveprice(price, time_text=figures.time)
+
+
+def encode_indicative(indicative: Indicative) -> bytes:
+    """Wrapper field 11 (IEP/IEV): field 1 = code only, the message's other fields being
+    unattested (no source gives them)."""
+    return encode_iepiev(indicative.code)
+
+
+def encode_quote(quote: Quote) -> bytes:
+    """Wrapper field 13 (best bid/offer): field 1 = code only, as :func:`encode_indicative`."""
+    return encode_best_bid_offer(quote.code)
 
 
 def garbage(rng: random.Random) -> bytes:

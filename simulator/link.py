@@ -20,7 +20,7 @@ from websockets.protocol import State
 
 from simulator.frames import garbage, websocket_header
 from simulator.journal import Journal
-from simulator.market import BookSnapshot, Tape
+from simulator.market import Sent
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Link:
             return
         self._connection.transport.write(websocket_header(len(payload)) + payload)
 
-    def data(self, payload: bytes, item: BookSnapshot | Tape) -> None:
+    def data(self, payload: bytes, item: Sent) -> None:
         """Queue one data frame carrying ``item``; :meth:`flush` puts queued frames on the wire."""
         if self.silent or self.stalled or not self.open:
             return

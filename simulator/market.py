@@ -13,7 +13,13 @@ book side or a trade batch; this module decides *what* it looks like:
 - per-(ticker, side) sequence numbers and a market-wide daily trade counter, both strictly
   increasing and anchored on the time of day, so a restarted simulator continues above the
   numbers it sent before (downstream dedups on them);
-- a recent tape per ticker (~40 prints) replayed as backfill on (re)subscribe.
+- a recent tape per ticker (~40 prints) replayed as backfill on (re)subscribe;
+- each ticker's session figures as LivePrice sends them, kept consistent with every print of
+  the tape (the synthetic history included): cumulative volume in shares, trade count,
+  turnover, open/high/low/last, previous close and average, reset at Jakarta midnight with
+  the last price becoming the previous close;
+- the auction phases (pre-opening, pre-closing) of :mod:`pipeline.calendar` at the virtual
+  clock's time, during which IEP/IEV frames are due.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
+from pipeline.calendar import Phase, TradingCalendar
 from simulator.clock import Clock, WibText, from_ns, nanos_into_wib_day, wib_day
 from stockbit.book import BID, OFFER, SIDES, Level, format_body
 from stockbit.messages import LOT
+from stockbit.timestamps import wib_iso
 
 MIN_PRICE = 50
 """Lowest regular-board price: bids never go below it."""
@@ -45,6 +53,9 @@ BOARD_NG = 3
 ACTION_NONE = 0
 ACTION_BUY = 1
 ACTION_SELL = 2
+
+AUCTIONS = frozenset({Phase.PRE_OPENING, Phase.PRE_CLOSING})
+"""The call-auction phases, when the exchange publishes IEP/IEV."""
 
 CODE_PATTERN = re.compile(r"[A-Z][A-Z0-9]{1,5}(?:-[A-Z0-9]{1,3})?\Z")
 
@@ -188,6 +199,78 @@ class Tape:
     backfill: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class LiveFigures:
+    """One ticker's session figures as a LivePrice message (wrapper field 9) carries them.
+
+    ``shares``, ``value`` and ``frequency`` are cumulative over the Jakarta day; ``time`` is
+    the exchange time of the match that produced them (field 11). Foreign buy and sell are
+    simulated in shares (the real feed's unit is not attested).
+    """
+
+    code: str
+    time: str
+    last: int
+    open: int
+    high: int
+    low: int
+    previous: int
+    shares: int
+    value: int
+    frequency: int
+    foreign_buy: int
+    foreign_sell: int
+
+    @property
+    def average(self) -> float:
+        """The day's volume-weighted average price (0 before the first match)."""
+        return self.value / self.shares if self.shares else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Indicative:
+    """An IEP/IEV frame (wrapper field 11) of one ticker during an auction phase."""
+
+    code: str
+    time: str
+    """Virtual exchange time when it was sent (the frame itself carries only the code)."""
+    phase: str
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A best-bid-offer frame (wrapper field 13) of one ticker."""
+
+    code: str
+    bid: int
+    offer: int
+    time: str
+    """Virtual exchange time when it was sent (the frame itself carries only the code)."""
+
+
+Sent = BookSnapshot | Tape | LiveFigures | Indicative | Quote
+"""Anything a data frame carries (what the journal records)."""
+
+
+@dataclass(slots=True)
+class _Session:
+    """The running LivePrice figures of one ticker's Jakarta day."""
+
+    day: int
+    """The Jakarta date's ordinal (``date.toordinal()``)."""
+    previous: int
+    last: int = 0
+    open: int = 0
+    high: int = 0
+    low: int = 0
+    shares: int = 0
+    value: int = 0
+    frequency: int = 0
+    foreign_buy: int = 0
+    foreign_sell: int = 0
+    time: datetime | None = None
+
+
 @dataclass(slots=True)
 class _Side:
     seq: int
@@ -207,6 +290,11 @@ class _Ticker:
     buy_share: float
     sides: dict[str, _Side]
     tape: deque[Print]
+    session: _Session
+    foreign_share: float
+    flow: random.Random
+    """Draws which prints had a foreign side (its own stream, so adding the LivePrice figures
+    left the market's main random sequence, and every seeded test of it, unchanged)."""
 
 
 class Market:
@@ -222,6 +310,7 @@ class Market:
         self._levels = levels
         self._walk = walk
         self._tickers: dict[str, _Ticker] = {}
+        self._calendar = TradingCalendar()
         self._text = WibText()
         self._trade_day = -1
         self._trade_number = 0
@@ -260,13 +349,18 @@ class Market:
             buy_share=traits.uniform(0.3, 0.7),
             sides={BID: _Side(seq0, {}), OFFER: _Side(seq0, {})},
             tape=deque(maxlen=TAPE_LENGTH),
+            session=_Session(day=from_ns(now).toordinal(), previous=reference),
+            foreign_share=traits.uniform(0.1, 0.5),
+            flow=random.Random(zlib.crc32(code.encode()) ^ 0xF10E),
         )
         # The real server replays the recent tape on subscribe; a fresh ticker gets a plausible
         # history from the last minute so the very first subscriber sees a backfill too.
         start = now - 60 * 1_000_000_000
         for k in range(TAPE_LENGTH):
             moment = start + k * 1_500_000_000 + self._rng.randrange(1_000_000_000)
-            state.tape.extend(self._prints(state, min(moment, now), count=1, numbered_at=now))
+            prints = self._prints(state, min(moment, now), count=1, numbered_at=now)
+            state.tape.extend(prints)
+            self._match(state, prints)
         return state
 
     # ---- books -----------------------------------------------------------------------------
@@ -396,6 +490,7 @@ class Market:
         now = self._clock.now_ns()
         prints = self._prints(state, now, count, numbered_at=now)
         state.tape.extend(prints)
+        self._match(state, prints)
         return Tape(tuple(prints))
 
     def recent(self, code: str) -> Tape:
@@ -422,6 +517,67 @@ class Market:
             prints.append(Print(state.code, number, price, lots * LOT, action, BOARD_RG, moment))
         return prints
 
+    def _match(self, state: _Ticker, prints: list[Print]) -> None:
+        """Add prints to the session figures (a new Jakarta day starts them afresh)."""
+        session = state.session
+        flow = state.flow
+        for p in prints:
+            day = p.time.toordinal()  # a WIB datetime: its date is the Jakarta day
+            if day != session.day:
+                # The day's last price becomes the previous close, as at the exchange.
+                session = state.session = _Session(
+                    day=day, previous=session.last or session.previous
+                )
+            if session.frequency == 0:
+                session.open = session.high = session.low = p.price
+            session.high = max(session.high, p.price)
+            session.low = min(session.low, p.price)
+            session.last = p.price
+            session.shares += p.shares
+            session.value += p.value
+            session.frequency += 1
+            if flow.random() < state.foreign_share:
+                session.foreign_buy += p.shares
+            if flow.random() < state.foreign_share:
+                session.foreign_sell += p.shares
+            session.time = p.time
+
+    def live(self, code: str) -> LiveFigures:
+        """The LivePrice figures of ``code`` as of its last match."""
+        session = self.ticker(code).session
+        moment = session.time
+        stamp = self._text.format(self._clock.now_ns(), 6) if moment is None else wib_iso(moment)
+        return LiveFigures(
+            code=code,
+            time=stamp,
+            last=session.last or session.previous,
+            open=session.open,
+            high=session.high,
+            low=session.low,
+            previous=session.previous,
+            shares=session.shares,
+            value=session.value,
+            frequency=session.frequency,
+            foreign_buy=session.foreign_buy,
+            foreign_sell=session.foreign_sell,
+        )
+
+    # ---- auctions and the touch --------------------------------------------------------------
+
+    def auction(self) -> Phase | None:
+        """The auction phase at the virtual clock's time (pre-opening, pre-closing), or None."""
+        phase = self._calendar.phase_at(from_ns(self._clock.now_ns()))
+        return phase if phase in AUCTIONS else None
+
+    def indicative(self, code: str, phase: Phase) -> Indicative:
+        """An IEP/IEV frame's content for ``code`` now, in ``phase``."""
+        return Indicative(code, self._text.format(self._clock.now_ns(), 6), phase.value)
+
+    def quote(self, code: str) -> Quote:
+        """A best-bid-offer frame's content: the current touch of ``code``."""
+        state = self.ticker(code)
+        return Quote(code, state.bid, state.offer, self._text.format(self._clock.now_ns(), 6))
+
     def _next_trade_number(self, now: int) -> int:
         # A market-wide counter per Jakarta day; see _TRADE_NANOS_PER_STEP for the floor.
         floor = nanos_into_wib_day(now) // _TRADE_NANOS_PER_STEP
@@ -434,12 +590,17 @@ class Market:
 
 
 __all__ = [
+    "AUCTIONS",
     "BID",
     "OFFER",
     "SIDES",
     "BookSnapshot",
+    "Indicative",
+    "LiveFigures",
     "Market",
     "Print",
+    "Quote",
+    "Sent",
     "Tape",
     "on_grid",
     "price_above",

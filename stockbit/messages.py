@@ -111,7 +111,13 @@ class TradeBatch:
 
 @dataclass(frozen=True, slots=True)
 class LivePrice:
-    """Wrapper field 9: session statistics of one ticker (the fields this project reads)."""
+    """Wrapper field 9: session statistics of one ticker (the fields this project reads).
+
+    Cumulative over the trading day: ``shares`` (field 3, shares, not lots), ``frequency``
+    (field 7, the trade count, a double on the wire), ``value`` (field 14, turnover in
+    rupiah). ``time`` is field 11, the exchange time of the update. ``sequence`` is field 19,
+    known from the web bundle's descriptor only (no capture shows it set): None when absent.
+    """
 
     code: str
     last: float = 0.0
@@ -123,6 +129,36 @@ class LivePrice:
     previous: float = 0.0
     value: float = 0.0
     time: datetime | None = None
+    average: float = 0.0
+    """Field 10, the exchange's average price (VWAP) of the day."""
+    foreign_buy: float = 0.0
+    """Field 8, as the wire gives it; its unit is not attested (believed shares)."""
+    foreign_sell: float = 0.0
+    """Field 9, as :attr:`foreign_buy`."""
+    sequence: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IepIev:
+    """Wrapper field 11: indicative equilibrium price and volume (auctions only).
+
+    Only the code is decoded, from field 1 by analogy with the other messages: no source
+    gives this message's fields, so the rest is unattested and ignored. ``code`` is empty
+    when field 1 is not a string.
+    """
+
+    code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BestBidOffer:
+    """Wrapper field 13: the best bid and offer of one ticker.
+
+    As :class:`IepIev`: field 1 is assumed to be the code (unattested); nothing else is
+    decoded.
+    """
+
+    code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,4 +187,14 @@ class Unknown:
     field_number: int
 
 
-ServerFrame = OrderBook | TradeBatch | RunningTrade | LivePrice | ErrorFrame | Pong | Unknown
+ServerFrame = (
+    OrderBook
+    | TradeBatch
+    | RunningTrade
+    | LivePrice
+    | IepIev
+    | BestBidOffer
+    | ErrorFrame
+    | Pong
+    | Unknown
+)

@@ -55,9 +55,50 @@ def subscribe(
     token: str,
     order_book: Iterable[str] = (),
     running_trade_batch: Iterable[str] = (),
+    *,
+    liveprice: Iterable[str] = (),
+    iepiev: Iterable[str] = (),
+    best_bid_offer: Iterable[str] = (),
 ) -> bytes:
-    """A subscribe frame carrying the complete desired set (empty lists clear it)."""
-    channel = Channel(order_book=tuple(order_book), running_trade_batch=tuple(running_trade_batch))
+    """A subscribe frame carrying the complete desired set (empty lists clear it).
+
+    A client that wants order books should use :func:`subscribe_books`: ``order_book``
+    alone is believed to stream nothing from the real server (stockbit-protocol.md §2.4).
+    """
+    channel = Channel(
+        order_book=tuple(order_book),
+        running_trade_batch=tuple(running_trade_batch),
+        liveprice=tuple(liveprice),
+        iepiev=tuple(iepiev),
+        best_bid_offer=tuple(best_bid_offer),
+    )
+    return encode(Request(user_id=user_id, channel=channel, key=key, access_token=token))
+
+
+def book_channel(codes: Iterable[str], trades: bool = True) -> Channel:
+    """The browser's subscription for the books of ``codes`` (+ their tape when ``trades``).
+
+    ``order_book`` (2) with its three companions ``liveprice`` (6), ``iepiev`` (7) and
+    ``best_bid_offer`` (9) for every code — variant A of stockbit-protocol.md §2.2, what the
+    stock page sends — plus ``running_trade_batch`` (5) when ``trades``. One source states,
+    "verified upstream", that the book only streams while the three companions ride along on
+    the same connection (§2.4), so a book client never sends 2 alone.
+    """
+    wanted = tuple(codes)
+    return Channel(
+        order_book=wanted,
+        running_trade_batch=wanted if trades else (),
+        liveprice=wanted,
+        iepiev=wanted,
+        best_bid_offer=wanted,
+    )
+
+
+def subscribe_books(
+    user_id: str, key: str, token: str, codes: Iterable[str], trades: bool = True
+) -> bytes:
+    """The subscribe frame of :func:`book_channel` (fields ascending, each channel grouped)."""
+    channel = book_channel(codes, trades)
     return encode(Request(user_id=user_id, channel=channel, key=key, access_token=token))
 
 

@@ -1,8 +1,11 @@
 """Server frames: ``WebsocketWrapMessageChannel`` decode (the ingestor) and encode (the simulator).
 
 A frame is one protobuf message whose single set field says what it carries: 2 pong,
-7 error, 8 running-trade batch, 9 live price, 10 order book, 1 a single print. Other fields
-decode to :class:`~stockbit.messages.Unknown`; unknown sub-fields are skipped.
+7 error, 8 running-trade batch, 9 live price, 10 order book, 1 a single print, 11 IEP/IEV,
+13 best bid/offer. Other fields decode to :class:`~stockbit.messages.Unknown`; unknown
+sub-fields are skipped. For 11 and 13 no source gives the message's fields: only field 1 is
+read, as the code (the position every other message of the feed gives it), and a field 1 that
+is not a string leaves the code empty rather than failing the frame.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from datetime import datetime
 from stockbit import wire
 from stockbit.errors import ProtocolError
 from stockbit.messages import (
+    BestBidOffer,
     ErrorFrame,
+    IepIev,
     LivePrice,
     OrderBook,
     Pong,
@@ -31,6 +36,8 @@ F_ERROR = 7
 F_TRADE_BATCH = 8
 F_LIVEPRICE = 9
 F_ORDERBOOK = 10
+F_IEPIEV = 11
+F_BEST_BID_OFFER = 13
 
 PONG = bytes.fromhex("12060a04706f6e67")
 
@@ -71,6 +78,10 @@ def _decode(buf: bytes) -> ServerFrame:
         return _liveprice(buf, lo, hi)
     if number == F_ERROR:
         return _error(buf, lo, hi)
+    if number == F_IEPIEV:
+        return IepIev(_code_only(buf, lo, hi))
+    if number == F_BEST_BID_OFFER:
+        return BestBidOffer(_code_only(buf, lo, hi))
     if number == F_PONG:
         return _pong(buf, lo, hi)
     return Unknown(number)
@@ -199,15 +210,21 @@ _LIVEPRICE_DOUBLES = {
     5: "low",
     6: "open",
     7: "frequency",
+    8: "foreign_buy",
+    9: "foreign_sell",
+    10: "average",
     13: "previous",
     14: "value",
 }
+_LIVEPRICE_SEQUENCE = 19
+"""``sequence_number``, int64 in the two descriptor-derived field lists (rfkih, axiom-feed)."""
 
 
 def _liveprice(buf: bytes, start: int, end: int) -> LivePrice:
     code = ""
     doubles: dict[str, float] = {}
     time: datetime | None = None
+    sequence: int | None = None
     for number, wire_type, pos in wire.fields(buf, start, end):
         if number == 1:
             wire.expect(wire_type, wire.LEN, "liveprice code")
@@ -218,9 +235,28 @@ def _liveprice(buf: bytes, start: int, end: int) -> LivePrice:
         elif number == 11:
             wire.expect(wire_type, wire.LEN, "liveprice date")
             time = parse_iso(wire.text(buf, *wire.read_length(buf, pos, end)))
+        elif number == _LIVEPRICE_SEQUENCE:
+            wire.expect(wire_type, wire.VARINT, "liveprice sequence")
+            sequence = wire.read_varint(buf, pos)[0]
+            if sequence >= 1 << 63:
+                sequence -= 1 << 64  # int64, two's complement
     if not code:
         raise ProtocolError("live price without a stock code")
-    return LivePrice(code=code, time=time, **doubles)
+    return LivePrice(code=code, time=time, sequence=sequence, **doubles)
+
+
+def _code_only(buf: bytes, start: int, end: int) -> str:
+    # The layout of these messages is unknown: a field 1 that is not valid text is not an
+    # error (the frame is only counted), but bytes that do not parse as protobuf still are.
+    code = ""
+    for number, wire_type, pos in wire.fields(buf, start, end):
+        if number == 1 and wire_type == wire.LEN and not code:
+            lo, hi = wire.read_length(buf, pos, end)
+            try:
+                code = buf[lo:hi].decode()
+            except UnicodeDecodeError:
+                code = ""
+    return code
 
 
 def _error(buf: bytes, start: int, end: int) -> ErrorFrame:
@@ -304,14 +340,31 @@ def encode_trade_batch(trades: Iterable[RunningTrade]) -> bytes:
     return wire.len_field(F_TRADE_BATCH, body)
 
 
-def encode_liveprice(price: LivePrice) -> bytes:
-    """Encode wrapper field 9 (the fields :class:`LivePrice` carries)."""
+def encode_liveprice(price: LivePrice, time_text: str | None = None) -> bytes:
+    """Encode wrapper field 9 (the fields :class:`LivePrice` carries), in field order.
+
+    ``time_text`` gives the exact field-11 string to send; otherwise ``time`` is formatted
+    in WIB with microseconds. Field 19 is written only when ``sequence`` is set.
+    """
     out = bytearray(wire.str_field(1, price.code))
+    stamp = time_text if time_text is not None else _iso(price.time)
     for number, attr in sorted(_LIVEPRICE_DOUBLES.items()):
+        if number == 13 and stamp is not None:
+            out += wire.str_field(11, stamp)  # field 11 sits between 10 and 13
         out += wire.double_field(number, getattr(price, attr))
-    if price.time is not None:
-        out += wire.str_field(11, wib_iso(price.time))
+    if price.sequence is not None:
+        out += wire.varint_field(_LIVEPRICE_SEQUENCE, price.sequence)
     return wire.len_field(F_LIVEPRICE, bytes(out))
+
+
+def encode_iepiev(code: str) -> bytes:
+    """Encode wrapper field 11 with field 1 = code and nothing else (the rest is unattested)."""
+    return wire.len_field(F_IEPIEV, wire.str_field(1, code))
+
+
+def encode_best_bid_offer(code: str) -> bytes:
+    """Encode wrapper field 13 with field 1 = code and nothing else (the rest is unattested)."""
+    return wire.len_field(F_BEST_BID_OFFER, wire.str_field(1, code))
 
 
 def encode_error(code: int, message: str) -> bytes:

@@ -427,9 +427,8 @@ def test_demo_profile_scales_and_stops_cleanly(tmp_path: Path) -> None:
 
     try:
         # One image serves every service: building it once builds it for all of them.
-        image = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["ingestor"][
-            "image"
-        ]
+        services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+        image: str = services["ingestor"]["image"]
         previous = image_id(image)
         compose("build", "ingestor", timeout=1500)
         if previous not in (None, image_id(image)):

@@ -1,4 +1,5 @@
-"""Fed only bytes and a fake clock, FeedProtocol emits the right frames, pings, deaths and gaps."""
+"""Fed only bytes, a fake clock and a trading flag, FeedProtocol emits the right frames, pings,
+deaths, gaps and data-watchdog verdicts (resubscribe, reconnect, never outside trading)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,21 @@ import pytest
 
 from ingestor.credentials import Credentials
 from ingestor.entries import BID, TRADE, Entry, EntryPacker
-from ingestor.gaps import AUTH_FAILED, DEAD, DISCONNECT
+from ingestor.gaps import AUTH_FAILED, DEAD, DISCONNECT, STALE
 from ingestor.protocol import (
     TEXT_FRAME_ERROR,
     Authenticate,
     AuthFailed,
     BadFrame,
     ConnectionDead,
+    ConnectionStale,
     DataResumed,
     Event,
     FeedProtocol,
     GapClosed,
     GapOpened,
     PingDue,
+    Resubscribe,
     ServerError,
     Subscribe,
 )
@@ -282,3 +285,157 @@ def test_frames_we_do_not_store_are_only_counted(frame: bytes) -> None:
     proto = connected()
     assert proto.receive(frame, 1.0, received(1)) == []
     assert proto.stats.frames == 2 and proto.stats.bad_frames == 0
+
+
+# ---- the data watchdog -----------------------------------------------------------------------
+
+RESUB_S = 90.0
+RECONNECT_S = 180.0
+
+
+def wall(second: float) -> bytes:
+    """A receive time ``second`` seconds after 10:00:00 WIB (the fake wall clock)."""
+    minutes, seconds = divmod(second, 60)
+    return b"2026-03-02T10:%02d:%09.6f+07:00" % (int(minutes), seconds)
+
+
+def watched(now: float = 0.0) -> FeedProtocol:
+    """A connected protocol with the watchdog on, its first (book) frame at ``now``."""
+    packer = EntryPacker(Keys("obpipe:", 16), "ing-1", 2_000_000)
+    proto = FeedProtocol(
+        packer,
+        ping_interval_s=PING_S,
+        dead_after_s=DEAD_S,
+        stale_resubscribe_s=RESUB_S,
+        stale_reconnect_s=RECONNECT_S,
+    )
+    proto.connect(CREDS, TICKERS, now)
+    proto.receive(book(seq=1), now, wall(now))
+    return proto
+
+
+def drive(
+    proto: FeedProtocol,
+    start: float,
+    until: float,
+    *,
+    trading: bool,
+    pong_every: float = 5.0,
+) -> list[tuple[float, Event]]:
+    """The shell on a fake clock from ``start``: tick at ``wakeup_at()``, a pong every
+    ``pong_every`` s (the server answers pings: alive), no data; stop when the connection ends."""
+    seen: list[tuple[float, Event]] = []
+    next_pong = start + pong_every
+    while proto.open:
+        at = min(proto.wakeup_at(), next_pong)
+        if at > until:
+            break
+        if at == next_pong:
+            seen += [(at, e) for e in proto.receive(wrapper.PONG, at, wall(at))]
+            next_pong += pong_every
+        else:
+            seen += [(at, e) for e in proto.tick(at, trading=trading)]
+    return seen
+
+
+def test_alive_but_silent_is_resubscribed_then_reconnected_as_one_stale_gap() -> None:
+    proto = watched(now=0.0)
+    events = drive(proto, 0.0, 1000.0, trading=True)
+    opened = [(t, e) for t, e in events if isinstance(e, GapOpened)]
+    resubscribed = [(t, e) for t, e in events if isinstance(e, Resubscribe)]
+    stale = [(t, e) for t, e in events if isinstance(e, ConnectionStale)]
+    # Pongs kept it alive (never "dead"); no data for 90 s: resubscribe, 180 s: reconnect.
+    assert not [e for _, e in events if type(e) is ConnectionDead]
+    assert [t for t, _ in opened] == [t for t, _ in resubscribed] == [RESUB_S]
+    assert opened[0][1] == GapOpened(
+        STALE,
+        wall(0).decode(),
+        TICKERS,
+        "no data for 90s of continuous trading while pongs arrive: resubscribed",
+    )
+    channel = request.decode(resubscribed[0][1].frame).channel
+    assert resubscribed[0][1].tickers == TICKERS and channel is not None
+    assert channel.order_book == TICKERS
+    ((at, verdict),) = stale
+    assert at == RECONNECT_S and verdict.cause == STALE and not proto.open
+    assert verdict.detail == "no data for 180s: reconnecting"
+
+    # The shell ends the connection: the stale gap goes on (nothing new opens) ...
+    assert proto.connection_lost(STALE, verdict.detail, TICKERS, wall(181).decode()) == []
+    proto.connect(CREDS, TICKERS, 185.0)
+    # ... a pong on the new connection is life, not data: the gap stays open ...
+    assert proto.receive(wrapper.PONG, 185.1, wall(185.1)) == []
+    assert proto.outage.open
+    # ... and the first data frame closes it, from the last data before the silence.
+    closed, resumed, entry = proto.receive(book(seq=2), 185.2, wall(185.2))
+    assert isinstance(closed, GapClosed) and isinstance(entry, Entry)
+    assert resumed == DataResumed(wall(185.2).decode())
+    record = closed.record
+    assert (record.cause, record.start, record.end, record.tickers) == (
+        STALE,
+        wall(0).decode(),
+        wall(185.2).decode(),
+        TICKERS,
+    )
+    assert "resubscribed" in record.detail and "reconnecting" in record.detail
+    # Healthy again: a fresh silence clock, one more resubscribe only after 90 s more.
+    later = drive(proto, 185.2, 185.2 + RESUB_S, trading=True)
+    assert [t for t, e in later if isinstance(e, Resubscribe)] == [185.2 + RESUB_S]
+
+
+def test_data_after_the_resubscribe_closes_the_gap_and_no_reconnect_follows() -> None:
+    proto = watched(now=0.0)
+    drive(proto, 0.0, 95.0, trading=True)
+    assert proto.outage.open and proto.outage.cause == STALE
+    trades = wrapper.encode_trade_batch([trade(1, datetime(2026, 3, 2, 3, 1, 36, tzinfo=UTC))])
+    closed, resumed, *entries = proto.receive(trades, 96.0, wall(96))
+    assert isinstance(closed, GapClosed) and isinstance(resumed, DataResumed)
+    assert [e.kind for e in entries if isinstance(e, Entry)] == [TRADE]
+    assert (closed.record.start, closed.record.end) == (wall(0).decode(), wall(96).decode())
+    later = drive(proto, 96.0, 96.0 + RESUB_S - 1, trading=True)
+    assert [e for _, e in later if not isinstance(e, PingDue)] == []
+
+
+@pytest.mark.parametrize("trading", [False], ids=["lunch-holiday-or-closed"])
+def test_the_watchdog_never_fires_outside_continuous_trading(trading: bool) -> None:
+    proto = watched(now=0.0)
+    quiet = 5 * 3600.0
+    events = drive(proto, 0.0, quiet, trading=trading)
+    assert {type(e) for _, e in events} == {PingDue}, "only pings: no resubscribe, no reconnect"
+    assert proto.open and not proto.outage.open
+    # Trading resumes (13:30 after lunch): silence counts from then, not from the last data.
+    events = drive(proto, quiet, quiet + RESUB_S + 10, trading=True)
+    resubscribed = [t for t, e in events if isinstance(e, Resubscribe)]
+    assert len(resubscribed) == 1 and quiet + RESUB_S <= resubscribed[0] <= quiet + RESUB_S + 10
+
+
+def test_it_judges_the_connection_not_one_quiet_ticker() -> None:
+    proto = watched(now=0.0)
+    # TLKM never trades, but BBCA's books and a live price keep the connection proven alive.
+    for second in range(10, 600, 30):
+        proto.receive(book("BBCA", seq=second), float(second), wall(second))
+        assert not of(proto.tick(float(second) + 1, trading=True), Resubscribe)
+    moment = datetime(2026, 3, 2, 3, 10, 50, tzinfo=UTC)
+    live = wrapper.encode_liveprice(LivePrice("BBCA", last=8200.0, time=moment))
+    proto.receive(live, 650.0, wall(650))
+    # Error frames and pongs are no data.
+    proto.receive(wrapper.encode_error(BAD_REQUEST, "bad"), 660.0, wall(660))
+    events = drive(proto, 660.0, 800.0, trading=True)
+    assert [t for t, e in events if isinstance(e, Resubscribe)] == [650.0 + RESUB_S]
+
+
+def test_a_connection_without_tickers_is_never_stale() -> None:
+    proto = watched(now=0.0)
+    proto.set_tickers(())
+    assert {type(e) for _, e in drive(proto, 0.0, 3600.0, trading=True)} == {PingDue}
+
+
+def test_a_watchdog_verdict_while_an_outage_runs_adds_to_that_gap() -> None:
+    proto = watched(now=0.0)
+    drive(proto, 0.0, RESUB_S, trading=True)  # stale gap open, resubscribed
+    # The socket then dies outright: the same gap goes on, the new cause is in its detail.
+    assert proto.connection_lost(DISCONNECT, "code 1006", TICKERS, wall(100).decode()) == []
+    proto.connect(CREDS, TICKERS, 101.0)
+    closed, _, _ = proto.receive(book(seq=3), 101.5, wall(101.5))
+    assert isinstance(closed, GapClosed)
+    assert closed.record.cause == STALE and closed.record.detail.endswith("; code 1006")

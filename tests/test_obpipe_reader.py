@@ -22,7 +22,7 @@ DAY = "2026-03-02"
 NEXT = "2026-03-03"
 PRICE_HEADER = (
     "timestamp,price,open,high,low,prev_close,lots,total_value,frequency,average,"
-    "foreign_buy,foreign_sell,received_at\n"
+    "foreign_buy,foreign_sell,received_at,sequence\n"
 )
 Level = tuple[int, int, int]
 """(price, lots, orders)"""
@@ -279,14 +279,15 @@ def test_prices(data_dir: Path) -> None:
         data_dir,
         ticker_file(PRICES, DAY, "BBCA"),
         PRICE_HEADER,
-        f"{stamp(DAY, '09:00:02.000000')},8225,8200,8225,8200,8175,120,98700000,4,8212.5,50000,0,{at}\n"
-        f"{at},8200,8200,8200,8200,8175,100,82000000,3,8200,0,0,{at}\n",
+        f"{stamp(DAY, '09:00:02.000000')},8225,8200,8225,8200,8175,120,98700000,4,8212.5,50000,0,{at},\n"
+        f"{at},8200,8200,8200,8200,8175,100,82000000,3,8200,0,0,{at},17\n",
     )
     frame = obpipe.prices(DAY, "BBCA", data_dir=data_dir)
     assert list(frame.columns) == tables.SCHEMAS[PRICES].names
     assert frame.frequency.tolist() == [3, 4]  # exchange-time order
     assert frame.price.dtype == np.float64 and frame.frequency.dtype == np.int64
     assert frame.average.tolist() == [8200.0, 8212.5]
+    assert frame.sequence.iloc[0] == 17 and np.isnan(frame.sequence.iloc[1])  # field 19 or none
 
 
 def test_every_ticker_when_no_code_is_given(book_day: Path) -> None:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.layout import TRADES, day_of_file, kind_of
+from pipeline.layout import PRICES, TRADES, day_of_file, kind_of
 from pipeline.schema import EntryError, Rendered, render, render_gap
 from writer.files import DataFile, Lock, OpenFiles, truncate
 from writer.lease import GAPS, Leases
@@ -115,6 +115,7 @@ class Partition:
         self.duplicates = 0
         self.rows_committed = 0
         self.trades_committed = 0
+        self.prices_committed = 0
         self.dead_committed = 0
         self.last_commit_ms = 0
 
@@ -236,8 +237,11 @@ class Partition:
         """Step 3c succeeded: the batch's last id is the committed position."""
         self.record_files = batch.sizes()
         for f, _, rows in batch.texts:
-            if kind_of(f.relpath) == TRADES:
+            kind = kind_of(f.relpath)
+            if kind == TRADES:
                 self.trades_committed += rows
+            elif kind == PRICES:
+                self.prices_committed += rows
             else:
                 self.rows_committed += rows
             f.used_at = self.clock()

@@ -96,6 +96,7 @@ class Writer:
         self.status = WriterStatus(id=self.id, started_at=_iso_now())
         self.rows_done = 0  # rows/trades/dead letters of partitions since given up
         self.trades_done = 0
+        self.prices_done = 0
         self.dead_done = 0
         self.duplicates_done = 0
         self.last_housekeeping = 0.0
@@ -293,9 +294,11 @@ class Writer:
         # Keep the process totals when a partition object goes away.
         self.rows_done += p.rows_committed
         self.trades_done += p.trades_committed
+        self.prices_done += p.prices_committed
         self.dead_done += p.dead_committed
         self.duplicates_done += p.duplicates
-        p.rows_committed = p.trades_committed = p.dead_committed = p.duplicates = 0
+        p.rows_committed = p.trades_committed = p.prices_committed = 0
+        p.dead_committed = p.duplicates = 0
 
     def _lost(self, number: int) -> None:
         log.warning("writer %s: lease of partition %d lost", self.id, number)
@@ -398,6 +401,7 @@ class Writer:
         s.partitions = sorted(self.held)
         s.rows = self.rows_done + sum(p.rows_committed for p in parts)
         s.trades = self.trades_done + sum(p.trades_committed for p in parts)
+        s.prices = self.prices_done + sum(p.prices_committed for p in parts)
         s.dead_letters = self.dead_done + sum(p.dead_committed for p in parts)
         s.duplicates_dropped = self.duplicates_done + sum(p.duplicates for p in parts)
         s.files_open = len(self.fds)
