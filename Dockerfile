@@ -26,7 +26,10 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 DATA_DIR=/data
-RUN useradd --create-home --uid 10001 obpipe && mkdir -p /data && chown obpipe /data
+# /tokens: the token store's folder. A fresh named volume mounted there takes this owner and
+# mode, so the non-root ingestor can create and rotate the file (0600) in it.
+RUN useradd --create-home --uid 10001 obpipe && mkdir -p /data /tokens \
+ && chown obpipe /data /tokens && chmod 700 /tokens
 WORKDIR /home/obpipe
 VOLUME ["/data"]
 ENTRYPOINT ["obpipe"]

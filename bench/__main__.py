@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.report import merge
 
-SUITE = ("codec", "ingest", "writer", "pipeline", "parquet")
+SUITE = ("codec", "ingest", "writer", "pipeline", "mix", "archive", "parquet")
 """Benchmark modules in report order; each has ``run() -> str`` returning Markdown."""
 
 

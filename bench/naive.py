@@ -3,7 +3,9 @@
 What a first version of this tool would do, with the same codec and record format:
 
 - ``python -m bench.naive ingest WS_URL API_URL TOKEN REDIS_URL``: receive a frame, decode
-  it, ``await XADD`` it (one round trip per frame);
+  it, ``await XADD`` it (one round trip per frame); it subscribes as the ingestor does (each
+  ticker's ``order_book`` with ``liveprice``, ``iepiev`` and ``best_bid_offer``, which the
+  strict simulator requires) and keeps only the order books;
 - ``python -m bench.naive write REDIS_URL DIR``: ``XREADGROUP COUNT 1`` (one entry per round
   trip), one ``csv.writer.writerow`` and one ``flush`` per row, ``XACK`` per entry.
 
@@ -52,7 +54,7 @@ async def ingest(ws_url: str, api_url: str, token: str, redis_url: str) -> None:
     published = time.monotonic()
     async with connect(ws_url, subprotocols=[Subprotocol("web")], max_size=None) as ws:
         await ws.send(request.auth(user, key, token))
-        await ws.send(request.subscribe(user, key, token, TICKERS))
+        await ws.send(request.subscribe_books(user, key, token, TICKERS, trades=False))
         async for message in ws:
             frame = wrapper.decode(message if isinstance(message, bytes) else message.encode())
             if not isinstance(frame, OrderBook):

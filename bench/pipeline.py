@@ -51,14 +51,16 @@ LATENCY_S = 10.0
 RSS_SECONDS = float(os.environ.get("BENCH_PIPELINE_RSS_SECONDS", "600"))
 RSS_EVERY_S = 10.0
 PACES = (10_000, 15_000, 20_000, 25_000, 30_000, 35_000)
-QUIET = {"LOG_LEVEL": "WARNING", "SUBSCRIBE_TRADES": "false"}
+QUIET = {"LOG_LEVEL": "WARNING", "SUBSCRIBE_TRADES": "false", "RAW_ARCHIVE": "false"}
+"""Books only, no raw archive: the configuration this section has always measured (the new
+channels and the archive are measured beside it in bench/mix.py)."""
 KEYS = Keys()
 
 
-def _stack(work: Path, sim_args: tuple[str, ...]) -> Stack:
+def _stack(work: Path, sim_args: tuple[str, ...], env: dict[str, str] | None = None) -> Stack:
     shutil.rmtree(work, ignore_errors=True)
     stack = Stack(
-        work, tickers=",".join(TICKERS), sim_args=sim_args, journal=False, env=dict(QUIET)
+        work, tickers=",".join(TICKERS), sim_args=sim_args, journal=False, env=env or dict(QUIET)
     )
     stack.start()
     wait_for(stack.ready, 30, "the pipeline to start")
@@ -90,10 +92,18 @@ def _counts(stack: Stack) -> tuple[int, dict[str, int]]:
     return frames, rows
 
 
-def ours_once(work: Path, pace: int | None = None) -> tuple[float, float, float]:
+def ours_once(
+    work: Path,
+    pace: int | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    sim_args: tuple[str, ...] = (),
+) -> tuple[float, float, float]:
     """(ingested frames/s, committed frames/s, writer lag s at the end) of the real pipeline,
-    at the simulator's max rate or paced at ``pace`` frames/s."""
-    stack = _stack(work, ("--max-rate",) + (("--pace", str(pace)) if pace else ()))
+    at the simulator's max rate or paced at ``pace`` book frames/s (``env`` and ``sim_args``:
+    another configuration than :data:`QUIET`'s books only)."""
+    paced = ("--pace", str(pace)) if pace else ()
+    stack = _stack(work, ("--max-rate", *paced, *sim_args), env)
     try:
         time.sleep(WARMUP_S)
         frames0, rows0 = _counts(stack)

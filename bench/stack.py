@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -110,6 +110,9 @@ class Stack:
             COMMIT_INTERVAL_MS="200",
             PING_INTERVAL_S="1",
             DEAD_AFTER_S="5",
+            # The raw archive is on (the default), but a test machine's disk may be smaller
+            # than the production floor: archiving must not stop (and alert) for that.
+            RAW_MIN_FREE_MB="100",
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
@@ -179,6 +182,27 @@ class Stack:
     def settled(self) -> bool:
         """Every ingestor connected, every writer live and caught up, every partition owned."""
         return self._check(caught_up=True)
+
+    def custody_settled(self) -> bool:
+        """Every ticker takeover judged (its gap, if any, recorded): no pending ``<holder>~``
+        field in any ``custody:<CODE>`` HASH (``ingestor.continuity``)."""
+        assert self.client is not None
+        try:
+            for key in self.client.scan_iter(match=KEYS.custody("*")):
+                fields = cast(list[bytes], self.client.hkeys(key))
+                if any(field.endswith(b"~") for field in fields):
+                    return False
+        except redis.RedisError:
+            return False
+        return True
+
+    def gaps_copied(self) -> bool:
+        """The gap stream is empty: every record is in a gap file (the commit trims it)."""
+        assert self.client is not None
+        try:
+            return int(self.client.xlen(KEYS.gaps)) == 0
+        except redis.RedisError:
+            return False
 
     def _check(self, caught_up: bool) -> bool:
         ingestors, writers = self.counts

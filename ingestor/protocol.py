@@ -277,6 +277,23 @@ class FeedProtocol:
         """True from :meth:`connect` until the connection is refused, dead or lost."""
         return self._open
 
+    def sibling(self) -> FeedProtocol:
+        """A protocol for a second connection overlapping this one (the token handover,
+        make-before-break: :mod:`ingestor.handover`): its own connection state and timers,
+        this one's counters and outage. So the frames of both are counted, and a gap the old
+        connection opens if it dies first is closed by the new one's first data frame."""
+        twin = FeedProtocol(
+            self.packer,
+            ping_interval_s=self.ping_interval_s,
+            dead_after_s=self.dead_after_s,
+            subscribe_trades=self.subscribe_trades,
+            stale_resubscribe_s=self.stale_resubscribe_s,
+            stale_reconnect_s=self.stale_reconnect_s,
+        )
+        twin.stats = self.stats
+        twin.outage = self.outage
+        return twin
+
     # ---- connection lifecycle --------------------------------------------------------------
 
     def connect(
@@ -422,24 +439,25 @@ class FeedProtocol:
         events: list[Event] = []
         if silent >= self.stale_reconnect_s:
             if not self._resubscribed:
-                events.extend(self._stale(f"no data for {silent:.0f}s", now))
+                events.extend(self._stale(f"no data for {silent:.0f}s", "reconnecting"))
             self._open = False
             self._next_ping = math.inf
             detail = f"no data for {self.stale_reconnect_s:g}s: reconnecting"
             events.append(ConnectionStale(silent, detail))
         elif silent >= self.stale_resubscribe_s and not self._resubscribed:
-            events.extend(self._stale(f"no data for {self.stale_resubscribe_s:g}s", now))
+            silence = f"no data for {self.stale_resubscribe_s:g}s"
+            events.extend(self._stale(silence, "resubscribed"))
             frame = self._subscribe_frame(self.tickers)
             events.append(Resubscribe(frame, self.tickers))
         return events
 
-    def _stale(self, silence: str, now: float) -> list[Event]:
+    def _stale(self, silence: str, action: str) -> list[Event]:
         """Open the ``stale`` gap from the last data frame; the next data frame closes it."""
         self._resubscribed = True
         # Every frame goes through _first until a data frame ends the gap (pongs do not).
         self._awaiting_data = True
         start = (self._quiet_from or self.stats.last_frame).decode()
-        detail = f"{silence} of continuous trading while pongs arrive: resubscribed"
+        detail = f"{silence} of continuous trading while pongs arrive: {action}"
         return self._begin(gaps.STALE, start, self.tickers, detail)
 
     # ---- received frames -------------------------------------------------------------------

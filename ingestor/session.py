@@ -6,7 +6,8 @@ and the time; every decision (what a frame means, when to ping, when the connect
 when to resubscribe, which gap opens or closes) is the protocol's. Four tasks run per
 connection:
 
-- *receive* — the hot path: take the receive time, hand the frame to the protocol, pass the
+- *receive* — the hot path: take the receive time, append the frame to the raw archive's list
+  (:mod:`ingestor.archive`; nothing else happens there), hand it to the protocol, pass the
   entries it returns to the sink's buffer and act on the rare other events;
 - *keepalive* — sleep until the protocol's next timer, then send the ping (or the data
   watchdog's resubscribe) it asks for, or end the session when it declares the connection
@@ -92,8 +93,11 @@ class Session:
         on_connected: Callable[[], None],
         on_event: Callable[[Event], None],
         trading: Callable[[], bool] | None = None,
+        archive: Callable[[tuple[bytes | str, bytes]], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.archive = archive
+        """The raw archive's ``keep`` (:mod:`ingestor.archive`): a list append, or None (off)."""
         self.trading = trading or _never
         """Whether continuous trading is on now (the data watchdog only judges then)."""
         self.credentials = credentials
@@ -184,9 +188,13 @@ class Session:
         monotonic = time.monotonic
         add = self.sink.add
         act = self._act
+        keep = self.archive
         while True:
             frame = await recv()
-            for event in receive(frame, monotonic(), received_at()):
+            received = received_at()
+            if keep is not None:
+                keep((frame, received))  # the raw archive: one append, its thread does the rest
+            for event in receive(frame, monotonic(), received):
                 if type(event) is Entry:
                     add(event)
                 else:

@@ -23,6 +23,14 @@ gap per episode. Gap records, dead letters and counter increments queue separate
 written ahead of the next batch. A batch whose replies were lost may be written twice after a
 retry; the writer drops duplicates on (code, side, seq, exchange time), so a retry can
 duplicate but never lose.
+
+Custody (the evidence :mod:`ingestor.continuity` judges hand-overs by): with a ``holder``,
+each batch ends with ``HSET custody:<CODE> <holder> <receive time of its last entry>`` per
+ticker, every replica included (``<holder>~`` while this run's claim on the ticker is not
+judged); :meth:`Sink.await_first` reports the first entry of a newly taken ticker once it is
+stored; :meth:`Sink.settle` moves a judged claim's value to ``<holder>`` and
+:meth:`Sink.release` writes ``<holder>:released``, each only once the entries and gap records
+queued before it are stored. Gap records and due custody changes go before more data.
 """
 
 from __future__ import annotations
@@ -33,12 +41,13 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ingestor.continuity import PENDING, RELEASED
 from ingestor.entries import BID, PRICE, TRADE, Entry, bulk
 from ingestor.gaps import Overflow
 from ingestor.resp import RespConnection, RespError
@@ -57,6 +66,9 @@ WINDOW = 3
 CAP_CHECK_S = 2.0
 """How often stream lengths are compared with the cap."""
 DEPTH_LEVELS = 10
+RELEASE = "release"
+SETTLE = "settle"
+ABANDON = "abandon"
 """Levels per side kept in the ticker HASH (``bid_depth``/``offer_depth``)."""
 
 
@@ -161,8 +173,8 @@ def ticker_section(
     ``last_update`` (receive time of its last entry), the best bid/offer price and lots from
     its last snapshot per side, and that snapshot's top :data:`DEPTH_LEVELS` levels with its
     receive time (``bid_depth``, ``bid_depth_at``, ``offer_depth``, ``offer_depth_at``), and
-    ``last_price``, ``prev_close``, ``day_lots`` from its last LivePrice. Only the tickers in ``primary``
-    are updated (all when it is None); the entry counts cover every ticker of the batch.
+    ``last_price``, ``prev_close``, ``day_lots`` from its last LivePrice. Only the tickers in
+    ``primary`` are updated (all when it is None); the entry counts cover every ticker of the batch.
     """
     stats: dict[str, _Figures] = {}
     for entry in batch:
@@ -234,8 +246,27 @@ class Sink:
         buffer_max: int,
         stream_maxlen: int,
         batch_max: int = 2000,
+        holder: str | None = None,
     ) -> None:
         self.client = client
+        self.holder = holder
+        """This run's custody field (``<id>@<run>``): with it, every batch also records, per
+        ticker, the receive time of the last entry stored (``custody:<CODE>``), the evidence
+        :mod:`ingestor.continuity` judges hand-overs by. None: not recorded."""
+        self._holder_bulk = bulk(holder.encode()) if holder else b""
+        self._pending_bulk = bulk(f"{holder}{PENDING}".encode()) if holder else b""
+        self._custody_keys: dict[str, bytes] = {}
+        self._waiting_first: dict[str, bytes] = {}
+        self._firsts: dict[str, bytes] = {}
+        self._pending: set[str] = set()
+        """Tickers whose custody goes to ``<holder>~`` (this run's claim not judged yet)."""
+        self._pending_last: dict[str, bytes] = {}
+        self._held: frozenset[str] | None = None
+        """The tickers held (custody is written for them only); None: all."""
+        self._custody_ops: deque[tuple[int, int, str, tuple[str, ...], tuple[str, ...]]] = deque()
+        """(entries that must be stored first, gap records that must be stored first, kind,
+        tickers, (release time,) or fields to prune) of releases and settled claims, in order."""
+        self._gaps_queued = 0
         self.keys = keys
         self.source = source
         self.redis_url = redis_url
@@ -313,6 +344,7 @@ class Sink:
     def gap(self, record: GapRecord) -> None:
         """Queue a gap record for the gaps stream (never dropped)."""
         self._gaps.append(record)
+        self._gaps_queued += 1
         self._counts["gaps"] += 1
         self._kick()
 
@@ -346,8 +378,13 @@ class Sink:
 
     def _has_work(self) -> bool:
         return bool(
-            self.inflight or self.buffer or self._gaps or self._dead or self._counts or self._tallies
-        )
+            self.inflight
+            or self.buffer
+            or self._gaps
+            or self._dead
+            or self._counts
+            or self._tallies
+        ) or bool(self._custody_ops)
 
     async def run(self) -> None:
         """Drain the queues into Redis until :meth:`close`; survives any Redis outage."""
@@ -402,6 +439,8 @@ class Sink:
     async def _flush(self) -> None:
         if self._gaps or self._dead or self._counts or self._tallies:
             await self._write_side()
+        if self._custody_due():
+            await self._write_custody()
         if self.buffer or self.inflight:
             await self._pump()
         if time.monotonic() >= self._next_cap_check and self._appended:
@@ -420,8 +459,9 @@ class Sink:
                 popleft = buffer.popleft
                 batch = [popleft() for _ in range(take)]
                 tickers, updates, per_code = ticker_section(self.keys, batch, self.primary)
-                conn.write(b"".join([e.command for e in batch]) + tickers)
-                inflight.append((batch, len(batch) + updates))
+                custody, marks = self._custody(batch)
+                conn.write(b"".join([e.command for e in batch]) + tickers + custody)
+                inflight.append((batch, len(batch) + updates + marks))
                 self._inflight_entries += take
                 self._appended.update(per_code)
                 await conn.drain()
@@ -434,6 +474,10 @@ class Sink:
             inflight.popleft()
             self._inflight_entries -= len(batch)
             self.written += len(batch)
+            if self._waiting_first:
+                self._note_first(batch)
+            if self._gaps or self._custody_due():
+                return  # gap records and custody changes go out before more data
             if time.monotonic() >= self._next_cap_check:
                 return  # let the cap check and the side queues have a turn
 
@@ -503,6 +547,141 @@ class Sink:
             self._tallies[pair] -= amount
             if self._tallies[pair] <= 0:
                 del self._tallies[pair]
+
+    # ---- custody: the evidence of continuity across owners (ingestor.continuity) ------------
+
+    def _custody(self, batch: list[Entry]) -> tuple[bytes, int]:
+        """RESP ``HSET custody:<CODE> <holder> <last receive time>`` per ticker of ``batch``
+        (sent after the batch's entries, so a value there means they are stored); the field
+        is ``<holder>~`` while this run's claim on the ticker is not judged."""
+        if not self._holder_bulk:
+            return b"", 0
+        # The last receive time per ticker (Entry fields 0 and 3: indexing beats the names).
+        last = {entry[0]: entry[3] for entry in batch}
+        held = self._held
+        if held is not None:
+            last = {code: received for code, received in last.items() if code in held}
+        keys = self._custody_keys
+        field, pending_field = self._holder_bulk, self._pending_bulk
+        pending = self._pending
+        parts = []
+        for code, received in last.items():
+            key = keys.get(code)
+            if key is None:
+                key = keys[code] = bulk(self.keys.custody(code).encode())
+            if code in pending:
+                self._pending_last[code] = received
+                parts.append(b"*4\r\n$4\r\nHSET\r\n%s%s%s" % (key, pending_field, bulk(received)))
+            else:
+                parts.append(b"*4\r\n$4\r\nHSET\r\n%s%s%s" % (key, field, bulk(received)))
+        return b"".join(parts), len(parts)
+
+    def await_first(self, code: str, since: str) -> None:
+        """A claim on ``code`` starts: note the receive time of its first entry received at or
+        after ``since`` (WIB ISO-8601) once stored (:meth:`first_stored`), and keep its custody
+        in the pending field until :meth:`settle`."""
+        self._firsts.pop(code, None)
+        self._waiting_first[code] = since.encode()
+        self._pending.add(code)
+
+    def hold(self, codes: Iterable[str]) -> None:
+        """The tickers this ingestor holds now (the roster's set): only their custody is
+        written (a frame of a ticker already handed on proves nothing about it)."""
+        self._held = frozenset(codes)
+
+    def abandon(self, code: str) -> None:
+        """A claim dropped with nothing stored for it since it began: forget it, and the
+        pending field if stale frames wrote one (the ticker is no longer held: none will)."""
+        self.forget_first(code)
+        self._pending.discard(code)
+        if self._pending_last.pop(code, None) is not None:
+            self._custody_ops.append((0, 0, ABANDON, (code,), ()))
+            self._kick()
+
+    def first_stored(self, code: str) -> str | None:
+        """The receive time of the first stored entry of ``code`` since :meth:`await_first`."""
+        first = self._firsts.get(code)
+        return None if first is None else first.decode()
+
+    def forget_first(self, code: str) -> None:
+        """Stop noting the first entry of ``code`` (its custody stays pending until settled)."""
+        self._waiting_first.pop(code, None)
+        self._firsts.pop(code, None)
+
+    def _note_first(self, batch: list[Entry]) -> None:
+        waiting = self._waiting_first
+        for entry in batch:
+            since = waiting.get(entry.code)
+            if since is not None and entry.received >= since:  # fixed-width WIB text
+                del waiting[entry.code]
+                self._firsts[entry.code] = entry.received
+                if not waiting:
+                    return
+
+    def settle(self, code: str, prune: Iterable[str] = ()) -> None:
+        """The claim on ``code`` is judged: once every gap record queued so far is stored, its
+        custody moves from ``<holder>~`` to ``<holder>`` (proof for whoever comes next) and
+        the earlier holders' ``prune`` fields go (not before: they are the evidence)."""
+        self.forget_first(code)
+        self._custody_ops.append((0, self._gaps_queued, SETTLE, (code,), tuple(prune)))
+        self._kick()
+
+    def release(self, codes: Iterable[str], at: str) -> bool:
+        """Record that this ingestor let go of ``codes`` cleanly at ``at`` (WIB ISO-8601):
+        written as ``<holder>:released`` once every entry received and every gap record
+        queued so far is stored.
+
+        Refused (False) without a holder or while frames are being dropped (an overflow
+        episode whose gap is not recorded yet must not be covered by a release).
+        """
+        chosen = tuple(codes)
+        if self.holder is None or self._overflowing:
+            return False
+        if chosen:
+            target = self.written + self.buffered
+            self._custody_ops.append((target, self._gaps_queued, RELEASE, chosen, (at,)))
+            self._kick()
+        return True
+
+    def _custody_due(self) -> bool:
+        ops = self._custody_ops
+        if not ops:
+            return False
+        entries, gaps, *_ = ops[0]
+        return self.written >= entries and self._gaps_queued - len(self._gaps) >= gaps
+
+    async def _write_custody(self) -> None:
+        """Write the releases and settled claims that are due, in order."""
+        holder = self.holder or ""
+        gaps_stored = self._gaps_queued - len(self._gaps)
+        due = []
+        for op in self._custody_ops:
+            entries, gaps, *_ = op
+            if self.written < entries or gaps_stored < gaps:
+                break
+            due.append(op)
+        pipe = self.client.pipeline(transaction=False)
+        for _, _, kind, codes, extra in due:
+            for code in codes:
+                key = self.keys.custody(code)
+                if kind == RELEASE:
+                    pipe.hset(key, f"{holder}{RELEASED}", extra[0])
+                    continue
+                if kind == ABANDON:
+                    pipe.hdel(key, f"{holder}{PENDING}")
+                    continue
+                if extra:
+                    pipe.hdel(key, *extra)
+                # New batches write the judged field from now on; the last pending value
+                # moves over (an older pending write still in flight stays below it).
+                self._pending.discard(code)
+                value = self._pending_last.pop(code, None)
+                if value is not None:
+                    pipe.hset(key, holder, value)
+                pipe.hdel(key, f"{holder}{PENDING}")
+        await pipe.execute()
+        for _ in due:
+            self._custody_ops.popleft()
 
     # ---- shutdown --------------------------------------------------------------------------
 

@@ -125,6 +125,7 @@ def finalize_day(
     result = manifest.build(layout, day, present, _gaps(layout, day))
     if previous is not None and removed:
         parquet.carry(result, previous, removed, expected)
+        result["coverage"] = manifest.coverage(result)  # over the carried tickers too
     # Before any gzip or removal: the twins are made from (and checked against) the CSVs.
     parquet.merge(result, parquet.write_day(layout, result["files"], previous))
     result["generated_at"] = moment.astimezone(WIB).isoformat(timespec="seconds")

@@ -26,7 +26,8 @@ Every :data:`POLL_S` seconds the holder works out the active conditions (:class:
   while it was seen alive within the last hour; it clears when it beats again, when a
   newcomer from the same host (a restart under a new pid) appears, or after that hour;
 * whatever other processes raised through :mod:`pipeline.conditions` (token refresh
-  failed, refresh token expiring, raw archive trouble);
+  failed, refresh token expiring, raw archive trouble), and the one-off notices they raised
+  (``raise_event``: the daily recap), each sent once as an ``event``;
 * ``redis_down`` — this monitor, holding the lock, cannot reach Redis for 30 s (critical;
   sent straight away, recorded once Redis is back).
 
@@ -52,6 +53,7 @@ from typing import Any, NamedTuple, cast
 
 import redis
 
+from ingestor.tokens import secrets_in
 from jobs.sender import COALESCED, HELD, PENDING, UNSENT, DeliveryLog, Sender, destinations
 from pipeline.alerts import (
     CRITICAL,
@@ -66,7 +68,7 @@ from pipeline.alerts import (
     wib,
 )
 from pipeline.calendar import TradingCalendar
-from pipeline.conditions import Raised, parse_raised
+from pipeline.conditions import Raised, parse_raised, read_events
 from pipeline.days import WIB
 from pipeline.keys import Keys
 from pipeline.log import register_secret, scrub
@@ -295,8 +297,8 @@ class Watch:
                     AUTH_FAILED_ID,
                     CRITICAL,
                     "Stockbit refused the token (auth_failed)",
-                    f"Ingestor(s) {names} cannot log in. Put a fresh token in "
-                    "STOCKBIT_TOKEN_FILE (it is re-read before every connect)"
+                    f"Ingestor(s) {names} cannot log in. Store a fresh token pair with "
+                    "`obpipe token set` (STOCKBIT_TOKEN_FILE is re-read before every connect)"
                     + (f". Last error: {error}" if error else "."),
                 )
             )
@@ -651,6 +653,8 @@ class Monitor:
         self.leader = False
         self.since: datetime | None = None
         self.cursor: str | None = None
+        self.events_cursor: str | None = None
+        """The last ``alerts:events`` notice handled."""
         self.redis_down_since: float | None = None
         self._unrecorded: list[Alert] = []
         self.delivery = sender.delivery if sender is not None else DeliveryLog(client, self.keys)
@@ -671,16 +675,13 @@ class Monitor:
         for value in self.settings.secrets():
             register_secret(value)
         # The token file is the ingestors', but a token an ingestor echoes into last_error
-        # must not leave through an alert either; the JWT pattern is the fallback.
+        # must not leave through an alert either; the JWT pattern is the fallback. (The
+        # file is the JSON token store, or a bare JWT: secrets_in reads both.)
         path = self.settings.stockbit_token_file
         if path is None:
             return
-        try:
-            for word in path.read_text(encoding="utf-8", errors="replace").split():
-                if len(word) >= 16:
-                    register_secret(word)
-        except OSError:
-            pass
+        for value in secrets_in(path):
+            register_secret(value)
 
     # -- one cycle -------------------------------------------------------------------------
 
@@ -714,7 +715,14 @@ class Monitor:
         pipe.hgetall(self.keys.alerts_members)
         pipe.get(self.keys.alerts_cursor)
         pipe.xrevrange(self.keys.gaps, count=1)
-        active_raw, members_raw, cursor, newest = pipe.execute()
+        pipe.get(self.keys.alert_events_cursor)
+        pipe.xrevrange(self.keys.alert_events, count=1)
+        active_raw, members_raw, cursor, newest, events_cursor, newest_event = pipe.execute()
+        if events_cursor is not None:
+            self.events_cursor = _text(events_cursor)
+        else:
+            # As with gaps: notices from before the first monitor ever are history.
+            self.events_cursor = _text(newest_event[0][0]) if newest_event else "0-0"
         states = []
         for cid, text in cast(dict[Any, Any], active_raw).items():
             try:
@@ -753,11 +761,15 @@ class Monitor:
         facts, stale_raised, cursor = read_facts(self.client, self.keys, now, self.cursor or "0-0")
         facts.disk = self.disk()
         verdict = self.watch.evaluate(facts, set(self.alerter.active))
+        notices, events_cursor = read_events(self.client, self.keys, self.events_cursor or "0-0")
         conditions = verdict.conditions
-        update = self.alerter.update(now, conditions, events=verdict.events, notes=verdict.notes)
+        update = self.alerter.update(
+            now, conditions, events=[*verdict.events, *notices], notes=verdict.notes
+        )
         self._flush_unrecorded()
         self._handle(update)
         self.cursor = cursor
+        self.events_cursor = events_cursor
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self.keys.alerts_active)
         if self.alerter.active:
@@ -772,6 +784,7 @@ class Monitor:
                 mapping={k: m.to_json() for k, m in self.watch.members.items()},
             )
         pipe.set(self.keys.alerts_cursor, cursor)
+        pipe.set(self.keys.alert_events_cursor, events_cursor)
         if stale_raised:
             pipe.hdel(self.keys.alert_conditions, *stale_raised)
         pipe.set(self.keys.alerts_monitor, self._status_json(now), px=self.lock_ttl_ms)

@@ -1,4 +1,5 @@
-"""The end-of-day queue: its name, the job id of a day, and the one way to enqueue ``finalize_day``.
+"""The end-of-day queue: its name, the job id of a day, and the one way to enqueue ``finalize_day``
+(and the daily recap, :func:`enqueue_recap`, the same way: job ``recap-YYYY-MM-DD``).
 
 The CLI (``obpipe finalize --enqueue``), the web's Finalize button and the writers' scheduler
 all call :func:`enqueue_finalize`, so a day's job always has the id ``finalize-YYYY-MM-DD`` and
@@ -18,6 +19,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from jobs.finalize import finalize_day
+from jobs.recap import daily_recap
 from pipeline.days import check_day
 from pipeline.settings import Settings
 
@@ -139,3 +141,45 @@ def enqueue_finalize(
         return queue(connection).enqueue(finalize_day, day, job_id=the_id, retry=RETRY, **kwargs)
     job = queue(connection).enqueue_at(at, finalize_day, day, job_id=the_id, retry=RETRY, **kwargs)
     return cast(Job, job)
+
+
+def recap_job_id(day: str) -> str:
+    """The RQ job id of a day's ``daily_recap``: ``recap-YYYY-MM-DD``."""
+    return f"recap-{check_day(day)}"
+
+
+def recap_kwargs(settings: Settings) -> dict[str, object]:
+    """The arguments every ``daily_recap`` job gets from the scheduling process's settings."""
+    return {
+        "data_dir": str(settings.data_dir.resolve()),
+        "key_prefix": settings.key_prefix,
+        "holidays_file": str(settings.holidays_file) if settings.holidays_file else None,
+    }
+
+
+def enqueue_recap(
+    connection: redis.Redis,
+    day: str,
+    kwargs: dict[str, object],
+    *,
+    at: datetime | None = None,
+) -> Job:
+    """Queue ``daily_recap(day)`` as job ``recap-<day>``, now or at ``at``; an earlier job of
+    that id is replaced unless it is queued or running (then it is returned as it is)."""
+    the_id = recap_job_id(day)
+    try:
+        old: Any = Job.fetch(the_id, connection=connection)
+    except NoSuchJobError:
+        old = None
+    except redis.RedisError:
+        raise
+    except Exception:  # unreadable: the new job's hash replaces it
+        log.warning("earlier recap job of %s unreadable; replacing it", day, exc_info=True)
+        old = None
+    if old is not None:
+        if _state_of(old) in BUSY:
+            return cast(Job, old)
+        old.delete()
+    if at is None:
+        return queue(connection).enqueue(daily_recap, day, job_id=the_id, **kwargs)
+    return cast(Job, queue(connection).enqueue_at(at, daily_recap, day, job_id=the_id, **kwargs))

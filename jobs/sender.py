@@ -32,7 +32,7 @@ from typing import Any, Protocol, cast
 
 import redis
 
-from pipeline.alerts import CLEAR, CRITICAL, Alert
+from pipeline.alerts import CLEAR, CRITICAL, INFO, Alert
 from pipeline.keys import Keys
 from pipeline.secret import Secret
 from pipeline.settings import SettingsError
@@ -136,9 +136,12 @@ def destinations(urls: Sequence[Secret]) -> list[Destination]:
 
 
 def notify_type(alert: Alert) -> str:
-    """apprise's notification type: green for a clear, red for critical, amber otherwise."""
+    """apprise's notification type: green for a clear, red for critical, blue for a notice
+    (the daily recap), amber otherwise."""
     if alert.kind == CLEAR:
         return "success"
+    if alert.severity == INFO:
+        return "info"
     return "failure" if alert.severity == CRITICAL else "warning"
 
 

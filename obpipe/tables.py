@@ -29,6 +29,7 @@ import csv
 import gzip
 import io
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -293,7 +294,27 @@ def _cell_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     else:
         # Arrow prints floats in their shortest form: 45678.0 → "45678", 0.5 → "0.5".
         text = pc.cast(column, _S)
+        if pa.types.is_floating(column.type):
+            text = _without_exponent(column, text)
     return pc.fill_null(text, "")
+
+
+def _without_exponent(column: pa.ChunkedArray, text: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Arrow writes large or tiny floats with an exponent (``1.012345e+10``) where the files
+    hold plain decimals (``10123450000``, a LivePrice turnover): rewrite just those cells."""
+    if not pc.any(pc.match_substring(text, "e")).as_py():
+        return text  # the common case (book lots): nothing to rewrite, no Python loop
+    cells = [
+        _plain_float(value) if cell is not None and "e" in cell else cell
+        for value, cell in zip(column.to_pylist(), text.to_pylist(), strict=True)
+    ]
+    return pa.chunked_array([pa.array(cells, _S)])
+
+
+def _plain_float(value: float) -> str:
+    # The shortest round-trip digits (repr) as a plain decimal, as pipeline.rows writes them.
+    plain = format(Decimal(repr(value)), "f")
+    return plain.rstrip("0").rstrip(".") if "." in plain else plain
 
 
 def to_csv(table: pa.Table, kind: str) -> bytes:

@@ -37,7 +37,9 @@ from pipeline.days import WIB
 
 CRITICAL = "critical"
 WARNING = "warning"
-SEVERITIES = (CRITICAL, WARNING)
+INFO = "info"
+"""For notices that report rather than warn (the daily recap): sent once, never repeated."""
+SEVERITIES = (CRITICAL, WARNING, INFO)
 
 START = "start"
 REMINDER = "reminder"
@@ -383,7 +385,8 @@ class Alerter:
         items = tuple(self._held)
         self._held.clear()
         out.coalesced.extend(items)
-        severity = CRITICAL if any(i.severity == CRITICAL for i in items) else WARNING
+        severities = {i.severity for i in items}
+        severity = next((s for s in SEVERITIES if s in severities), WARNING)
         out.deliver.append(
             Alert(
                 key=self._key(now),

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 __all__ = [
+    "AFTER_CLOSE",
     "CONTINUOUS",
     "HOLIDAY_CATEGORIES",
     "YEAR_END_REASON",
@@ -74,6 +75,9 @@ HOLIDAY_CATEGORIES = ("public", "government")
 YEAR_END_REASON = "IDX year-end closure"
 """Why 31 December is closed: the exchange's own rule, not a national holiday."""
 _FILE_REASON = "closed by HOLIDAYS_FILE"
+
+AFTER_CLOSE = timedelta(minutes=30)
+"""How long after post-trading ends a trading day's capture counts as over (16:45 WIB)."""
 
 _LOOKAHEAD_DAYS = 3660
 """How far :meth:`TradingCalendar.next_change` searches for a trading day before giving up.
@@ -375,6 +379,15 @@ class TradingCalendar:
         """The phase at ``moment`` and when and into what it next changes."""
         at, following = self.next_change(moment)
         return MarketState(phase=self.phase_at(moment), next_change_at=at, next_phase=following)
+
+    def after_close(
+        self, when: datetime | date | str, margin: timedelta = AFTER_CLOSE
+    ) -> datetime | None:
+        """The end of that day's post-trading plus ``margin`` (16:15 + 30 min = 16:45 WIB):
+        when the day's capture is over. The daily recap runs then, and the token refresher
+        makes the access token last until then. None when it is not a trading day."""
+        spans = self.phases(when)
+        return spans[-1].end + margin if spans else None
 
     def continuous_intervals(self, when: datetime | date | str) -> tuple[PhaseSpan, ...]:
         """That day's continuous-trading sessions (empty when it is not a trading day)."""

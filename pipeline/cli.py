@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 EXIT_USAGE = 2
@@ -141,18 +143,31 @@ def _web(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from simulator.credentials import mint_token  # noqa: PLC0415
+    from simulator.credentials import mint_pair, mint_token  # noqa: PLC0415
     from simulator.options import Faults, Options  # noqa: PLC0415
     from simulator.service import run_simulator  # noqa: PLC0415
 
     if args.print_token:
-        print(mint_token(args.secret, time.time(), args.user_id, args.token_ttl))
+        if args.pair:
+            pair = mint_pair(
+                args.secret,
+                time.time(),
+                args.user_id,
+                access_ttl=args.token_ttl,
+                refresh_ttl=args.refresh_ttl,
+            )
+            print(json.dumps(pair, indent=2))
+        else:
+            print(mint_token(args.secret, time.time(), args.user_id, args.token_ttl))
         return 0
     options = Options(
         host=args.host,
         port=args.port,
         port_file=args.port_file,
         secret=args.secret,
+        token_ttl=args.token_ttl,
+        refresh_ttl=args.refresh_ttl,
+        user_id=args.user_id,
         ping_window=args.ping_window,
         levels=args.levels,
         rate=args.rate,
@@ -162,12 +177,17 @@ def _simulate(args: argparse.Namespace) -> int:
         clock_speed=args.clock_speed,
         journal=args.journal,
         seed=args.seed,
+        lenient=args.lenient,
         faults=Faults(
             drop_every=args.drop_every,
             malformed_every=args.malformed_every,
             stall_every=args.stall_every,
             stall_for=args.stall_for,
+            mute_every=args.mute_every,
+            mute_for=args.mute_for,
             expire_token_after=args.expire_token_after,
+            close_at_token_exp=args.close_at_token_exp,
+            drop_trades_every=args.drop_trades_every,
         ),
     )
     return run_simulator(options, args.log_level)
@@ -180,9 +200,10 @@ def _jobs(args: argparse.Namespace) -> int:
     return work(boot("jobs"), burst=args.burst)
 
 
-def _with_redis(process: str, work: Callable[[Any, Any], int]) -> int:
-    """Boot ``process``, run ``work(client, keys)`` on a short-timeout client, and turn a Redis
-    outage or a bad ticker into a clear message and an exit code."""
+def _with_redis(process: str, work: Callable[..., int], *, with_settings: bool = False) -> int:
+    """Boot ``process``, run ``work(client, keys)`` (``work(client, keys, settings)`` with
+    ``with_settings``) on a short-timeout client, and turn a Redis outage or a bad ticker into
+    a clear message and an exit code."""
     import redis  # noqa: PLC0415
 
     from pipeline.keys import Keys  # noqa: PLC0415
@@ -192,7 +213,8 @@ def _with_redis(process: str, work: Callable[[Any, Any], int]) -> int:
     settings = boot(process)
     client = redis.Redis.from_url(settings.redis_url.reveal(), socket_timeout=5)
     try:
-        return work(client, Keys(settings.key_prefix, settings.partitions))
+        keys = Keys(settings.key_prefix, settings.partitions)
+        return work(client, keys, settings) if with_settings else work(client, keys)
     except TickerError as exc:
         print(f"{process}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -206,15 +228,16 @@ def _with_redis(process: str, work: Callable[[Any, Any], int]) -> int:
 def _status(args: argparse.Namespace) -> int:
     from pipeline.status import check, render  # noqa: PLC0415
 
-    def work(client: Any, keys: Any) -> int:
+    def work(client: Any, keys: Any, settings: Any) -> int:
         if args.check:
             ok, reason = check(client, keys, args.check, socket.gethostname())
             print(reason)
             return 0 if ok else 1
-        print(render(client, keys, args.gaps))
+        # Today's gaps come from the gap files under DATA_DIR as well as the gap stream.
+        print(render(client, keys, args.gaps, data_dir=settings.data_dir))
         return 0
 
-    return _with_redis("status", work)
+    return _with_redis("status", work, with_settings=True)
 
 
 def _tickers(args: argparse.Namespace) -> int:
@@ -308,6 +331,27 @@ def _alerts(args: argparse.Namespace) -> int:
     return _with_redis("alerts", work)
 
 
+def _token(args: argparse.Namespace) -> int:
+    from ingestor.tokenctl import (  # noqa: PLC0415
+        TokenCommandError,
+        token_path,
+        token_set,
+        token_status,
+    )
+    from pipeline.startup import boot  # noqa: PLC0415
+
+    settings = boot("token")
+    try:
+        path = token_path(settings, args.file)
+        if args.action == "set":
+            text = sys.stdin.read()
+            return token_set(settings, text, path=path, offline=args.offline, out=sys.stderr)
+        return token_status(settings, path=path)
+    except TokenCommandError as exc:
+        print(f"obpipe token: {exc}", file=sys.stderr)
+        return exc.code
+
+
 def _export(args: argparse.Namespace) -> int:
     from obpipe.export import export  # noqa: PLC0415
     from obpipe.tables import TableError  # noqa: PLC0415
@@ -327,6 +371,45 @@ def _export(args: argparse.Namespace) -> int:
         f"converted, the rest copied) to {args.out}"
     )
     return 0 if done.files else 1
+
+
+EXIT_INCOMPLETE = 3
+"""``obpipe replay``: the files were rebuilt, but the raw archive has holes (see the report)."""
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from jobs.replay import ReplayError, replay_day  # noqa: PLC0415
+    from pipeline.calendar import TradingCalendar  # noqa: PLC0415
+    from pipeline.layout import REPLAY_REPORT  # noqa: PLC0415
+    from pipeline.startup import boot  # noqa: PLC0415
+
+    settings = boot("replay")
+    try:
+        report = replay_day(
+            args.day,
+            settings.data_dir,
+            args.out,
+            hole_s=args.hole,
+            calendar=TradingCalendar.from_settings(settings),
+        )
+    except (ReplayError, OSError) as exc:
+        print(f"obpipe replay: {exc}", file=sys.stderr)
+        return 1
+    files = report["files"]
+    print(
+        f"replayed {report['frames']:,} raw frame(s) of {args.day} into {len(files)} file(s) "
+        f"under {report['out']}: {report['equal']} equal to the original, "
+        f"{len(report['differ'])} different, "
+        f"{sum(1 for f in files if f['original'] == 'missing')} without an original"
+    )
+    for path in report["differ"]:
+        print(f"  differs: {path}")
+    for path in report["only_in_originals"]:
+        print(f"  not rebuilt (no raw frames for it): {path}")
+    for warning in report["warnings"]:
+        print(f"obpipe replay: WARNING: {warning}", file=sys.stderr)
+    print(f"report: {Path(report['out']) / REPLAY_REPORT}")
+    return 0 if report["ok"] else EXIT_INCOMPLETE
 
 
 # -- parsers -------------------------------------------------------------------------------
@@ -360,7 +443,7 @@ def _add_ingest(sub: Any) -> None:
             "environment: REDIS_URL, STOCKBIT_WS_URL, STOCKBIT_API_URL, STOCKBIT_TOKEN or "
             "STOCKBIT_TOKEN_FILE, STOCKBIT_USER_ID, STOCKBIT_WS_KEY, TICKERS, REPLICATION, "
             "PING_INTERVAL_S, DEAD_AFTER_S, HEARTBEAT_S, STATUS_TTL_S, INGEST_BUFFER_MAX, "
-            "STREAM_MAXLEN, OBPIPE_ID (see README.md)."
+            "STREAM_MAXLEN, TOKEN_REFRESH_MARGIN_S, OBPIPE_ID (see README.md)."
         ),
     )
     p.add_argument(
@@ -411,6 +494,7 @@ def _add_web(sub: Any) -> None:
 
 def _add_simulate(sub: Any) -> None:
     from simulator.credentials import (  # noqa: PLC0415
+        DEFAULT_REFRESH_TTL,
         DEFAULT_SECRET,
         DEFAULT_TOKEN_TTL,
         DEFAULT_USER_ID,
@@ -421,7 +505,8 @@ def _add_simulate(sub: Any) -> None:
         help="a Stockbit-compatible feed server",
         description=(
             "A Stockbit-compatible IDX market-data server: websocket feed on /ws (subprotocol "
-            "'web') and GET /auth/websocket/key on the same port."
+            "'web'), and on the same port GET /auth/websocket/key, POST /login/refresh (rotating "
+            "tokens), POST /sim/relogin (revokes every refresh token) and GET /sim/stats."
         ),
     )
     net = p.add_argument_group("network")
@@ -452,6 +537,12 @@ def _add_simulate(sub: Any) -> None:
         help="print a fresh access token for --user-id and exit",
     )
     auth.add_argument(
+        "--pair",
+        action="store_true",
+        help="with --print-token: print an access + refresh pair as the JSON /login/refresh "
+        "answers with (what `obpipe token set` reads)",
+    )
+    auth.add_argument(
         "--user-id",
         type=_positive_int,
         default=DEFAULT_USER_ID,
@@ -462,7 +553,15 @@ def _add_simulate(sub: Any) -> None:
         type=_positive_float,
         default=DEFAULT_TOKEN_TTL,
         metavar="SECONDS",
-        help="lifetime of --print-token's token (%(default)s s = 24 h)",
+        help="lifetime of access tokens: --print-token's and those /login/refresh and "
+        "/sim/relogin issue (%(default)s s = 24 h; e.g. 20 for tests)",
+    )
+    auth.add_argument(
+        "--refresh-ttl",
+        type=_positive_float,
+        default=DEFAULT_REFRESH_TTL,
+        metavar="SECONDS",
+        help="lifetime of refresh tokens (%(default)s s = 7 days); each use rotates them",
     )
     auth.add_argument(
         "--ping-window",
@@ -511,6 +610,13 @@ def _add_simulate(sub: Any) -> None:
     )
     market.add_argument("--seed", type=int, help="random seed, for a reproducible market")
     market.add_argument(
+        "--lenient",
+        action="store_true",
+        help="stream a code's order book even when the connection did not also subscribe "
+        "liveprice, iepiev and best_bid_offer for it (by default the simulator is strict, as "
+        "the real server is believed to be: order_book alone gets no book)",
+    )
+    market.add_argument(
         "--journal",
         type=Path,
         metavar="PATH",
@@ -531,6 +637,13 @@ def _add_simulate(sub: Any) -> None:
         help="replace every Nth data frame of a connection with bytes that do not decode",
     )
     faults.add_argument(
+        "--drop-trades-every",
+        type=_positive_int,
+        metavar="N",
+        help="never send every Nth running-trade frame of a connection (its prints still count "
+        "in the LivePrice volume and frequency: coverage below 100 %%)",
+    )
+    faults.add_argument(
         "--stall-every",
         type=_positive_float,
         metavar="SECONDS",
@@ -544,12 +657,32 @@ def _add_simulate(sub: Any) -> None:
         help="length of each stall (%(default)s)",
     )
     faults.add_argument(
+        "--mute-every",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="every SECONDS of a connection's life, send no data for --mute-for but keep "
+        "answering pings (alive but silent, as a stale subscription)",
+    )
+    faults.add_argument(
+        "--mute-for",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="length of each mute (%(default)s)",
+    )
+    faults.add_argument(
         "--expire-token-after",
         type=_positive_float,
         metavar="SECONDS",
         help="SECONDS after a token first authenticates (its age counts across reconnects), "
         "treat it as expired: send the 401 frame, go silent, and refuse that token from then "
         "on (a new token works)",
+    )
+    faults.add_argument(
+        "--close-at-token-exp",
+        action="store_true",
+        help="close each socket (code 1008) when the access token that authenticated it "
+        "reaches its exp, as a feed that ends sockets of expired tokens would",
     )
     p.add_argument(
         "--log-level",
@@ -635,6 +768,27 @@ def _add_finalize(sub: Any) -> None:
     p.set_defaults(handler=_finalize)
 
 
+def _add_token(sub: Any) -> None:
+    p = sub.add_parser(
+        "token",
+        help="store the Stockbit token pair, or show its expiries",
+        description="`set` reads the Stockbit tokens from stdin (the JSON of /login/refresh or "
+        "its data part, two JWTs on two lines: access then refresh, or one refresh JWT, which "
+        "is exchanged for a pair at once), checks them and stores them in STOCKBIT_TOKEN_FILE "
+        "(mode 0600, replaced atomically, created if missing); running ingestors pick them up "
+        "by themselves. `status` shows both expiries and the last and next refresh, never a "
+        "token. README.md says where a logged-in browser keeps the tokens.",
+    )
+    p.add_argument("action", choices=("set", "status"))
+    p.add_argument("--file", type=Path, help="the token file (default: STOCKBIT_TOKEN_FILE)")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="set: do not ask Stockbit for a websocket key to check the access token",
+    )
+    p.set_defaults(handler=_token)
+
+
 def _add_export(sub: Any) -> None:
     p = sub.add_parser(
         "export",
@@ -663,6 +817,34 @@ def _add_export(sub: Any) -> None:
     p.set_defaults(handler=_export)
 
 
+def _add_replay(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="rebuild a day's CSVs from its raw frame archive",
+        description="Decode DAY's raw frames ($DATA_DIR/raw/DAY/, every ingestor) with this "
+        "version's decoder and write the order-book, trade and price CSVs they make under "
+        "$DATA_DIR/replay/DAY/ (never over the originals), each compared with its original, "
+        "and replay-report.json. Holes in the raw coverage (silences, trading hours before "
+        "the first or after the last frame, frames the archive lost, files torn by a crash) "
+        "are warned about. Exit 0: complete; 3: rebuilt, with warnings; 1: nothing to replay.",
+    )
+    p.add_argument("day", type=_day, help="the Jakarta day the frames were received, YYYY-MM-DD")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="target folder (default $DATA_DIR/replay/DAY; its CSVs are replaced)",
+    )
+    p.add_argument(
+        "--hole",
+        type=_positive_float,
+        default=30.0,  # jobs.replay.HOLE_S, not imported here: every command builds this parser
+        metavar="S",
+        help="a raw silence longer than S seconds is a hole (default %(default)s; the feed "
+        "answers a ping every PING_INTERVAL_S while connected)",
+    )
+    p.set_defaults(handler=_replay)
+
+
 COMMANDS: dict[str, Callable[[Any], None]] = {
     "run": _add_run,
     "ingest": _add_ingest,
@@ -674,7 +856,9 @@ COMMANDS: dict[str, Callable[[Any], None]] = {
     "tickers": _add_tickers,
     "finalize": _add_finalize,
     "alerts": _add_alerts,
+    "token": _add_token,
     "export": _add_export,
+    "replay": _add_replay,
 }
 """Subcommand → the function that adds its parser (in ``--help`` order)."""
 
@@ -693,8 +877,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_while_starting(_signum: int, _frame: FrameType | None) -> None:
+    # Until the command installs its own handler (after imports, settings, connections) there
+    # is nothing to flush or commit: a SIGTERM then is a clean stop, exit 0, not death by -15.
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``obpipe <command> ...`` and run the command; returns the process exit code."""
+    before = signal.getsignal(signal.SIGTERM)
+    if before is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_while_starting)
+    try:
+        return _dispatch(argv)
+    finally:
+        if signal.getsignal(signal.SIGTERM) is _stop_while_starting:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.command is None:

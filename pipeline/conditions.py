@@ -18,6 +18,10 @@ nothing is sent from the calling process, so it never waits on a notification se
 die before it can clear what it raised. Asynchronous callers (the ingestor) use the
 ``_async`` twins with a ``redis.asyncio`` client.
 
+One-off *notices* (the daily recap) go through :func:`raise_event` instead: an entry of the
+capped ``alerts:events`` stream that the monitor turns into one ``event`` alert (rate limit,
+sender and the page's list as for its own alerts), after the cursor it keeps.
+
 Title and detail must be built from non-secret facts (never a token, key or URL with a
 password); the monitor scrubs them again before anything leaves the machine.
 """
@@ -45,6 +49,9 @@ REFRESH_EXPIRING = "refresh_token_expiring"
 """The refresh token expires within 2 days: log in again soon (raised by the refresher)."""
 RAW_ARCHIVE = "raw_archive"
 """The raw-frame archive cannot write (raised by the archiver)."""
+EVENTS_MAXLEN = 1000
+"""Notices kept in ``alerts:events`` (approximately)."""
+EVENTS_PER_READ = 100
 
 
 @dataclass(frozen=True)
@@ -174,3 +181,52 @@ def parse_raised(
         else:
             live.append(raised)
     return live, expired, bad
+
+
+def raise_event(
+    client: redis.Redis,
+    keys: Keys,
+    event_id: str,
+    severity: str,
+    title: str,
+    *,
+    detail: str = "",
+    source: str = "",
+    now: datetime | None = None,
+) -> str:
+    """Have the monitor send one notice (``severity`` usually ``info``): appended to the
+    ``alerts:events`` stream; returns its entry id. Raises :class:`AlertError` for a bad id
+    or severity, ``redis.RedisError`` if Redis is unreachable."""
+    condition = Condition(event_id, severity, title, detail)
+    fields = {
+        "id": condition.id,
+        "severity": condition.severity,
+        "title": condition.title,
+        "detail": condition.detail,
+        "source": source,
+        "raised_at": (now or datetime.now(UTC)).isoformat(),
+    }
+    entry = client.xadd(keys.alert_events, fields, maxlen=EVENTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+def read_events(client: redis.Redis, keys: Keys, cursor: str) -> tuple[list[Condition], str]:
+    """The notices raised after ``cursor`` (at most :data:`EVENTS_PER_READ`) and the new
+    cursor; malformed entries are skipped (and logged)."""
+    entries: Any = client.xrange(keys.alert_events, f"({cursor}", "+", count=EVENTS_PER_READ)
+    events: list[Condition] = []
+    for entry_id, fields in entries:
+        cursor = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        item = {
+            (k.decode() if isinstance(k, bytes) else str(k)): (
+                v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+            )
+            for k, v in fields.items()
+        }
+        try:
+            events.append(
+                Condition(item["id"], item["severity"], item["title"], item.get("detail", ""))
+            )
+        except (AlertError, KeyError):
+            log.warning("ignoring malformed notice %s", cursor)
+    return events, cursor

@@ -58,6 +58,22 @@ class Keys:
         """
         return f"{self.prefix}ticker:{code}"
 
+    def custody(self, code: str) -> str:
+        """HASH of who stored a ticker's frames, the evidence of continuity across owners
+        (:mod:`ingestor.continuity`). Per holder ``<ingestor id>@<run>``: field ``<holder>``
+        = receive time of the last entry of the ticker it stored (its sink writes it after
+        the entries, in the same burst), field ``<holder>:released`` = when it let go of the
+        ticker cleanly (a hand-over or a SIGTERM stop, written once all it received before
+        is stored). A new owner prunes the fields it no longer needs; the key is deleted when
+        the ticker leaves the desired set."""
+        return f"{self.prefix}custody:{code}"
+
+    @property
+    def ingestor_runs(self) -> str:
+        """HASH ingestor id → its current run's custody holder (``<id>@<run>``), written by its
+        heartbeat: a custody holder of that id with another run is dead."""
+        return f"{self.prefix}ingestors:runs"
+
     @property
     def ingestors(self) -> str:
         """ZSET of live ingestor ids scored by last heartbeat (ms since epoch)."""
@@ -112,6 +128,25 @@ class Keys:
         """HASH of rows written per file for a day (``orderbook/2026-03-02_BBCA.csv`` → rows)."""
         return f"{self.prefix}day:{day}:rows"
 
+    @property
+    def recap_scheduled(self) -> str:
+        """SET of trading days whose ``daily_recap`` job the jobs worker has scheduled."""
+        return f"{self.prefix}recap:scheduled"
+
+    # --- token refresh (ingestor/refresher.py); the tokens themselves never enter Redis ---
+
+    @property
+    def token_refresh_lock(self) -> str:
+        """Which ingestor refreshes the Stockbit token now (value ``owner|epoch``, PX TTL):
+        one at a time, so a rotating refresh token is never spent twice."""
+        return f"{self.prefix}token:refresh:lock"
+
+    @property
+    def token_refresh_epoch(self) -> str:
+        """Fencing counter of :attr:`token_refresh_lock`, incremented on every acquisition;
+        the token file records the epoch of the refresh that wrote it."""
+        return f"{self.prefix}token:refresh:epoch"
+
     # --- alerts (pipeline/alerts.py, pipeline/conditions.py, jobs/monitor.py) -------------
 
     @property
@@ -138,6 +173,18 @@ class Keys:
         """HASH condition id → JSON condition raised by another process through
         :func:`pipeline.conditions.raise_condition` (token refresher, raw archive, ...)."""
         return f"{self.prefix}alerts:conditions"
+
+    @property
+    def alert_events(self) -> str:
+        """Capped STREAM of one-off notices raised by other processes through
+        :func:`pipeline.conditions.raise_event` (the daily recap): the monitor sends each
+        once, through the same rate limit and sender as its own alerts."""
+        return f"{self.prefix}alerts:events"
+
+    @property
+    def alert_events_cursor(self) -> str:
+        """STRING: id of the last :attr:`alert_events` entry the monitor has handled."""
+        return f"{self.prefix}alerts:events:cursor"
 
     @property
     def alerts_lock(self) -> str:

@@ -9,7 +9,7 @@ under one root. Nothing else joins these folder names. Pure: no file is touched 
     orderbook/YYYY-MM-DD_CODE.csv   trades/YYYY-MM-DD_CODE.csv   prices/YYYY-MM-DD_CODE.csv
     gaps/YYYY-MM-DD.csv             manifests/YYYY-MM-DD.json    raw/YYYY-MM-DD/<ingestor>.<n>.zst
     parquet/<kind>/date=YYYY-MM-DD/CODE.parquet                  replay/YYYY-MM-DD/<kind>/…
-    .locks/NAME.lock
+    recaps/YYYY-MM-DD.json          .locks/NAME.lock
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ TRADES = "trades"
 PRICES = "prices"
 GAPS = "gaps"
 MANIFESTS = "manifests"
+RECAPS = "recaps"
 RAW = "raw"
 PARQUET = "parquet"
 REPLAY = "replay"
@@ -159,12 +160,15 @@ class Layout:
 
     def manifest_days(self) -> list[str]:
         """The days that have a manifest, newest first."""
-        try:
-            names = [p.name for p in self.manifests.iterdir() if p.is_file()]
-        except OSError:
-            return []
-        days = {n.removesuffix(".json") for n in names if n.endswith(".json")}
-        return sorted((d for d in days if is_day(d)), reverse=True)
+        return _json_days(self.manifests)
+
+    def recap(self, day: str) -> Path:
+        """``DATA_DIR/recaps/YYYY-MM-DD.json``: the day's recap (``jobs/recap.py``)."""
+        return self.root / RECAPS / f"{check_day(day)}.json"
+
+    def recap_days(self) -> list[str]:
+        """The days that have a recap, newest first."""
+        return _json_days(self.root / RECAPS)
 
     def raw_dir(self, day: str) -> Path:
         """``DATA_DIR/raw/YYYY-MM-DD``: the day's raw frame archive."""
@@ -223,3 +227,13 @@ class Layout:
     def relative(self, kind: str, path: Path) -> str:
         """The relative path a day file is recorded under (without any ``.gz``)."""
         return f"{kind}/{path.name.removesuffix(GZ)}"
+
+
+def _json_days(folder: Path) -> list[str]:
+    """The days of the ``YYYY-MM-DD.json`` files in ``folder``, newest first."""
+    try:
+        names = [p.name for p in folder.iterdir() if p.is_file()]
+    except OSError:
+        return []
+    days = {n.removesuffix(".json") for n in names if n.endswith(".json")}
+    return sorted((d for d in days if is_day(d)), reverse=True)

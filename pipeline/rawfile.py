@@ -4,11 +4,14 @@ by ``obpipe replay`` (:mod:`jobs.replay`) and the tests.
 A raw file (``raw/YYYY-MM-DD/<ingestor>.<n>.zst``, :mod:`pipeline.layout`) is **one zstd frame**
 (content checksum on) holding a sequence of records, each length-prefixed::
 
-    record := length:u32 LE | kind:u8 | time:i64 LE | payload[length]
+    record := length:u32 LE | kind:u8 | time:32 bytes | payload[length]
 
-``time`` is microseconds since the Unix epoch: for a frame, the instant the ingestor received
-it, exactly the receive time its stream entries carry (``received_at`` in the CSVs, which
-:func:`received_text` prints back byte for byte). Kinds:
+``time`` is the receive time as the ingestor's clock prints it, ASCII ISO-8601 in Jakarta
+time with microseconds (``2026-03-02T10:15:30.123456+07:00``): for a frame, the very bytes its
+stream entries carry (``received_at`` in the CSVs), so a replay gives them back unchanged. Text
+rather than an integer because the writer thread then packs a batch in C-level ``map``/``join``
+calls, with no per-frame Python work holding the GIL the receive loop needs (the zstd window
+absorbs the repetition). Kinds:
 
 - :data:`HEADER` — first record of every file; JSON payload (format, version, ingestor, n, day);
 - :data:`BINARY` / :data:`TEXT` — a websocket message as received (text as UTF-8);
@@ -22,8 +25,8 @@ the length prefix then tells a complete last record from a torn one, which the r
 and reports (:class:`RawFile` ``torn_bytes``), never guesses at. A file without its ``END``
 record and zstd epilogue was not closed cleanly (``complete`` is False). Why zstd and not the
 standard library's gzip: see ``BENCHMARKS.md`` ("Raw archive") — on a simulated
-whole-market feed, zstd with an 8 MiB long-distance window keeps about 10× smaller files at
-a third of gzip's CPU, because the previous snapshot of the same book side is megabytes back
+whole-market feed, zstd with an 8 MiB long-distance window keeps ~9× (gzip level 1: 2.2×)
+at under half of gzip's CPU, because the previous snapshot of the same book side is megabytes back
 in the stream, far outside deflate's 32 KiB window.
 """
 
@@ -31,11 +34,12 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, cast
 
 import zstandard
 
@@ -53,17 +57,29 @@ END = 4
 KINDS = (HEADER, BINARY, TEXT, LOSS, END)
 FRAMES = (BINARY, TEXT)
 
-RECORD = struct.Struct("<IBq")
-"""The record header: payload length, kind, time (µs since the epoch)."""
+RECORD = struct.Struct("<IB32s")
+"""The record header: payload length, kind, receive time (32 ASCII bytes)."""
+HEAD = struct.Struct("<IB")
+"""The first two fields alone (the writer joins the time text in after them)."""
+TIME_SIZE = 32
 MAX_PAYLOAD = 64 * 1024 * 1024
 """A length above this is not a record (the ingestor refuses frames over 16 MiB)."""
 
-LEVEL = 3
+LEVEL = 1
 WINDOW_LOG = 23
 """8 MiB: holds several seconds of a whole-market feed, so the previous snapshot of a book
-side is in reach of the long-distance matcher (BENCHMARKS.md)."""
+side is within reach of the long-distance matcher (BENCHMARKS.md, "Raw archive")."""
 _PARAMS = zstandard.ZstdCompressionParameters.from_level(
-    LEVEL, window_log=WINDOW_LOG, enable_ldm=True, write_checksum=True, threads=0
+    LEVEL,
+    window_log=WINDOW_LOG,
+    enable_ldm=True,
+    # Tuned on simulated feeds: these keep most of the long-distance gain on a whole-market
+    # mix at less CPU than plain level 1, and stay cheap on very repetitive books (the
+    # defaults cost 3-5x more there).
+    ldm_bucket_size_log=1,
+    ldm_hash_rate_log=6,
+    ldm_min_match=64,
+    write_checksum=True,
 )
 READ_CHUNK = 1 << 20
 
@@ -74,8 +90,14 @@ class Record(NamedTuple):
     """One record as read back."""
 
     kind: int
-    time_us: int
+    received: bytes
+    """The receive time text (for header, loss and end records: when they were written)."""
     payload: bytes
+
+    @property
+    def time_us(self) -> int:
+        """:attr:`received` as µs since the epoch."""
+        return _STAMPS.micros(self.received)
 
     def json(self) -> dict[str, Any]:
         """The JSON payload of a header, loss or end record."""
@@ -131,9 +153,12 @@ class Stamps:
         return template % fraction
 
 
+_STAMPS = Stamps()
+
+
 def received_text(micros: int) -> bytes:
-    """One receive time as text (uncached; :class:`Stamps` for many)."""
-    return Stamps().text(micros)
+    """One receive time as text."""
+    return _STAMPS.text(micros)
 
 
 def iso(micros: int) -> str:
@@ -145,8 +170,28 @@ def iso(micros: int) -> str:
 
 
 def record(kind: int, time_us: int, payload: bytes) -> bytes:
-    """One record's bytes."""
-    return RECORD.pack(len(payload), kind, time_us) + payload
+    """One record's bytes (``time_us``: µs since the epoch, written as text)."""
+    return RECORD.pack(len(payload), kind, _STAMPS.text(time_us)) + payload
+
+
+def pack_frames(frames: Sequence[bytes | str], times: Sequence[bytes]) -> bytes:
+    """The records of received frames (``times``: their receive time texts), in order.
+
+    The common case (all binary, every time 32 bytes) runs in C-level calls only; a text frame
+    or an odd time takes the per-record path (a bad time raises ``ValueError``).
+    """
+    if str not in set(map(type, frames)) and set(map(len, times)) <= {TIME_SIZE}:
+        binary = cast(Sequence[bytes], frames)
+        heads = map(HEAD.pack, map(len, binary), repeat(BINARY))
+        return b"".join(chain.from_iterable(zip(heads, times, binary, strict=True)))
+    parts = []
+    for frame, received in zip(frames, times, strict=True):
+        if len(received) != TIME_SIZE:
+            raise ValueError(f"not a receive time: {received[:40]!r}")
+        payload = frame.encode() if isinstance(frame, str) else frame
+        kind = TEXT if isinstance(frame, str) else BINARY
+        parts.append(RECORD.pack(len(payload), kind, received) + payload)
+    return b"".join(parts)
 
 
 def json_record(kind: int, time_us: int, value: dict[str, Any]) -> bytes:
@@ -247,7 +292,7 @@ def _records(handle: BinaryIO, info: RawFile) -> Iterator[Record]:
         pos = 0
         end = len(buffer)
         while end - pos >= size:
-            length, kind, time_us = RECORD.unpack_from(buffer, pos)
+            length, kind, received = RECORD.unpack_from(buffer, pos)
             if kind not in KINDS or length > MAX_PAYLOAD or (first and kind != HEADER):
                 info.error = f"not a raw record at byte {pos} of the decompressed stream"
                 return
@@ -270,7 +315,7 @@ def _records(handle: BinaryIO, info: RawFile) -> Iterator[Record]:
                 info.frames += 1
             elif kind == END:
                 ended = True
-            yield Record(kind, time_us, payload)
+            yield Record(kind, received, payload)
         del buffer[:pos]
         if decompressor.eof:
             break

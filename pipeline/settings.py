@@ -63,6 +63,8 @@ class Settings:
     stockbit_token_file: Path | None = None
     stockbit_user_id: str | None = None
     stockbit_ws_key: Secret | None = None
+    token_refresh_margin_s: float = 10_800.0
+    """Renew the access token once less than this is left (capped at a third of its life)."""
     tickers: tuple[str, ...] = ()
     subscribe_trades: bool = True
 
@@ -190,13 +192,20 @@ class _Reader:
             out["stockbit_token"] = Secret(token)
         if token_file:
             path = Path(token_file)
-            if not path.is_file():
-                self.problems.append(f"STOCKBIT_TOKEN_FILE: no such file: {path}")
+            # A missing file in an existing folder is fine: the ingestor waits in auth_failed
+            # until `obpipe token set` creates it (a fresh compose volume starts empty).
+            if path.exists() and not path.is_file():
+                self.problems.append(f"STOCKBIT_TOKEN_FILE: not a file: {path}")
+            elif not path.exists() and not path.parent.is_dir():
+                self.problems.append(f"STOCKBIT_TOKEN_FILE: no such folder: {path.parent}")
             out["stockbit_token_file"] = path
         out["stockbit_user_id"] = self.parse("STOCKBIT_USER_ID", None, _digits)
         key = self.raw("STOCKBIT_WS_KEY")
         if key:
             out["stockbit_ws_key"] = Secret(key)
+        out["token_refresh_margin_s"] = self.parse(
+            "TOKEN_REFRESH_MARGIN_S", 10_800.0, _float_range(60, 7 * 86_400)
+        )
         no_tickers: tuple[str, ...] = ()
         out["tickers"] = self.parse("TICKERS", no_tickers, parse_list)
         out["subscribe_trades"] = self.parse("SUBSCRIBE_TRADES", True, _bool)

@@ -12,10 +12,13 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Self, cast
 
 import redis
 
+from pipeline.days import today
+from pipeline.gaplog import day_gaps
 from pipeline.keys import Keys
 
 CONNECTING = "connecting"
@@ -61,6 +64,27 @@ class IngestorStatus(StatusDocument):
     overflow: int = 0
     gaps: int = 0
     updated_at: str | None = None
+    # The token store as this ingestor reads it (ingestor/refresher.py); never a token.
+    refresh_expires_at: str | None = None
+    token_refresh_state: str | None = None
+    """``ok``, ``failing``, ``refused``, ``expired``, ``read_only`` (a bare-JWT file),
+    ``no_refresh_token``, ``no_token``; None without a token file."""
+    token_refresh_error: str | None = None
+    token_refreshed_at: str | None = None
+    token_refreshed_by: str | None = None
+    """The ingestor whose refresh wrote the current pair: the refresher of the moment."""
+    token_refresh_due_at: str | None = None
+    token_handovers: int = 0
+    """Sockets moved to a newer token, make-before-break."""
+    # The raw-frame archive (ingestor/archive.py).
+    raw_state: str = "off"
+    """``off`` (RAW_ARCHIVE=false), ``ok``, ``dropping`` (frames dropped within the last
+    minute), ``disk_floor`` (below RAW_MIN_FREE_MB), ``error`` (cannot write; retrying)."""
+    raw_frames: int = 0
+    raw_bytes: int = 0
+    raw_dropped: int = 0
+    """Frames received but not archived (counted, never silent)."""
+    raw_error: str | None = None
 
 
 @dataclass
@@ -126,8 +150,15 @@ def _age(iso: str | None, now: datetime) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def render(client: redis.Redis, keys: Keys, gaps: int = 10, now: datetime | None = None) -> str:
-    """The terminal report of ``obpipe status``: processes, tickers, gaps, dead letters."""
+def render(
+    client: redis.Redis,
+    keys: Keys,
+    gaps: int = 10,
+    now: datetime | None = None,
+    data_dir: Path | None = None,
+) -> str:
+    """The terminal report of ``obpipe status``: processes, tickers, today's gaps (from the
+    gap files under ``data_dir`` and the gap stream), dead letters."""
     now = now or datetime.now(UTC)
     live = read_live(client, keys)
     lines = [f"ingestors ({len(live['ingestors'])}):"]
@@ -141,6 +172,13 @@ def render(client: redis.Redis, keys: Keys, gaps: int = 10, now: datetime | None
         lines.append(f"      tickers ({len(ing.tickers)}): {','.join(ing.tickers) or '-'}")
         if ing.token_expires_at:
             lines.append(f"      token expires {ing.token_expires_at}")
+        if ing.token_refresh_state:
+            lines.append(
+                f"      refresh: {ing.token_refresh_state}, refresh token expires "
+                f"{ing.refresh_expires_at or '-'}, last {ing.token_refreshed_at or '-'} by "
+                f"{ing.token_refreshed_by or '-'}, next {ing.token_refresh_due_at or '-'}"
+                + (f" ({ing.token_refresh_error})" if ing.token_refresh_error else "")
+            )
         if ing.last_error:
             lines.append(f"      last error: {ing.last_error}")
     lines.append(f"writers ({len(live['writers'])}):")
@@ -157,14 +195,16 @@ def render(client: redis.Redis, keys: Keys, gaps: int = 10, now: datetime | None
     }
     if counters:
         lines.append("counters: " + "  ".join(f"{k}={v}" for k, v in sorted(counters.items())))
-    recent = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrevrange(keys.gaps, count=gaps))
-    lines.append(f"recent gaps ({len(recent)} shown, {client.xlen(keys.gaps)} in all):")
-    for _, fields in recent:
-        gap = {_text(k): _text(v) for k, v in fields.items()}
+    # From the day's gap file and the stream's records not copied yet: the writer trims
+    # the stream, the file keeps them (pipeline.gaplog).
+    todays = day_gaps(client, keys, data_dir, today(now))
+    lines.append(f"gaps today ({min(gaps, len(todays))} shown, {len(todays)} in all):")
+    for shown in todays[:gaps]:
+        gap = shown.record
         lines.append(
-            f"  {gap.get('start', '?')} → {gap.get('end', '?')}  {gap.get('cause', '?'):<13} "
-            f"{gap.get('ingestor', '?')}  tickers {gap.get('tickers') or '-'}"
-            + (f"  ({gap['detail']})" if gap.get("detail") else "")
+            f"  {gap.start} → {gap.end}  {gap.cause:<13} "
+            f"{gap.ingestor}  tickers {','.join(gap.tickers) or 'all'}"
+            + (f"  ({gap.detail})" if gap.detail else "")
         )
     dead = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrevrange(keys.deadletter, count=3))
     lines.append(f"dead letters: {client.xlen(keys.deadletter)}")

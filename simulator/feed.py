@@ -59,6 +59,7 @@ class Feed:
         rate: float = 1.0,
         max_rate: bool = False,
         pace: float | None = None,
+        *,
         strict: bool = True,
     ) -> None:
         if rate <= 0:

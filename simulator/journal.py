@@ -20,6 +20,8 @@ Line shapes::
      "time": "<virtual time sent>"}
     {"conn": 1, "kind": "malformed", "replaced": <the line of the frame it replaced, without
      "conn">}
+    {"conn": 1, "kind": "dropped", "dropped": <the line of the trades frame never sent
+     (--drop-trades-every), without "conn">}
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ class Journal:
     def malformed(self, conn: int, item: Sent) -> None:
         """Record that the frame carrying ``item`` was replaced by garbage on ``conn``."""
         self._write({"conn": conn, "kind": "malformed", "replaced": describe(item)})
+
+    def dropped(self, conn: int, item: Sent) -> None:
+        """Record that the frame carrying ``item`` was not sent on ``conn`` (a drop fault)."""
+        self._write({"conn": conn, "kind": "dropped", "dropped": describe(item)})
 
     def flush(self) -> None:
         """Push buffered lines to the file."""

@@ -20,7 +20,7 @@ from websockets.protocol import State
 
 from simulator.frames import garbage, websocket_header
 from simulator.journal import Journal
-from simulator.market import Sent
+from simulator.market import Sent, Tape
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class Link:
         journal: Journal | None = None,
         malformed_every: int | None = None,
         rng: random.Random | None = None,
+        *,
+        drop_trades_every: int | None = None,
     ) -> None:
         self.number = number
         self._connection = connection
@@ -49,8 +51,13 @@ class Link:
         """True while a stall fault holds this connection quiet (no data, no pongs)."""
         self.silent = False
         """True after a 401: no data ever again on this socket."""
+        self.muted = False
+        """True while a mute fault holds data back (pongs still go out)."""
         self.data_frames = 0
         self.malformed_frames = 0
+        self._drop_trades_every = drop_trades_every
+        self.trade_frames = 0
+        self.dropped_trade_frames = 0
 
     @property
     def open(self) -> bool:
@@ -65,8 +72,15 @@ class Link:
 
     def data(self, payload: bytes, item: Sent) -> None:
         """Queue one data frame carrying ``item``; :meth:`flush` puts queued frames on the wire."""
-        if self.silent or self.stalled or not self.open:
+        if self.silent or self.stalled or self.muted or not self.open:
             return
+        if type(item) is Tape and self._drop_trades_every:
+            self.trade_frames += 1
+            if self.trade_frames % self._drop_trades_every == 0:
+                self.dropped_trade_frames += 1
+                if self._journal is not None:
+                    self._journal.dropped(self.number, item)
+                return
         self.data_frames += 1
         every = self._malformed_every
         if every and self.data_frames % every == 0:

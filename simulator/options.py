@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from simulator.credentials import DEFAULT_SECRET
+from simulator.credentials import (
+    DEFAULT_REFRESH_TTL,
+    DEFAULT_SECRET,
+    DEFAULT_TOKEN_TTL,
+    DEFAULT_USER_ID,
+)
 
 
 @dataclass(frozen=True)
@@ -21,8 +26,18 @@ class Faults:
     """Every this many seconds of a connection's life, go quiet (no data, no pongs)..."""
     stall_for: float = 5.0
     """...for this long."""
+    mute_every: float | None = None
+    """Every this many seconds of a connection's life, send no data but keep answering pings
+    (a "zombie" subscription: alive, silent; a resubscribe does not cure it)..."""
+    mute_for: float = 5.0
+    """...for this long."""
     expire_token_after: float | None = None
     """Treat a token as expired this long after it authenticated a connection."""
+    drop_trades_every: int | None = None
+    """Never send every Nth running-trade frame of a connection (the exchange's LivePrice
+    figures still count its prints: a capture with a known coverage shortfall)."""
+    close_at_token_exp: bool = False
+    """Close a socket when the access token that authenticated it reaches its ``exp``."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,12 @@ class Options:
     port: int = 8765
     port_file: Path | None = None
     secret: str = DEFAULT_SECRET
+    token_ttl: float = DEFAULT_TOKEN_TTL
+    """Lifetime of the access tokens ``/login/refresh`` and ``/sim/relogin`` issue."""
+    refresh_ttl: float = DEFAULT_REFRESH_TTL
+    """Lifetime of the refresh tokens they issue."""
+    user_id: int = DEFAULT_USER_ID
+    """Whose pair ``/sim/relogin`` returns."""
     ping_window: float = 30.0
     levels: int = 60
     rate: float = 1.0
@@ -42,6 +63,9 @@ class Options:
     clock_speed: float = 1.0
     journal: Path | None = None
     seed: int | None = None
+    lenient: bool = False
+    """Stream a code's order book even without liveprice, iepiev and best_bid_offer for it
+    on the same connection (the real server is believed not to: strict is the default)."""
     faults: Faults = Faults()
 
     def __repr__(self) -> str:

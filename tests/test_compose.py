@@ -69,12 +69,26 @@ def test_scaling_rules(compose: dict[str, Any]) -> None:
     assert compose["services"]["web"]["ports"] == ["127.0.0.1:${WEB_HOST_PORT:-5151}:5151"]
 
 
-def test_token_is_a_mounted_secret(compose: dict[str, Any]) -> None:
-    ingestor = compose["services"]["ingestor"]
-    assert ingestor["environment"]["STOCKBIT_TOKEN_FILE"] == "/run/secrets/stockbit_token"
-    assert "stockbit_token" in ingestor["secrets"]
-    assert compose["secrets"]["stockbit_token"]["file"].startswith("./secrets/")
+def test_token_store_is_a_named_volume_of_the_ingestors(compose: dict[str, Any]) -> None:
+    # The refresher rewrites the pair, so it cannot be a read-only secret; every ingestor
+    # replica mounts the same named volume and reads the same file.
+    services = compose["services"]
+    ingestor = services["ingestor"]
+    path = Path(ingestor["environment"]["STOCKBIT_TOKEN_FILE"])
+    assert f"tokens:{path.parent}" in ingestor["volumes"] and "tokens" in compose["volumes"]
+    assert any(v.endswith(":/data") for v in ingestor["volumes"])
     assert "STOCKBIT_TOKEN" not in ingestor["environment"]
+    assert "secrets" not in compose
+    for name, service in services.items():
+        assert not service.get("secrets"), name
+        if name != "ingestor":
+            assert not any(str(v).startswith("tokens:") for v in service.get("volumes", [])), name
+    # A fresh named volume takes the owner of the image's folder: the non-root user's.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert (
+        f"mkdir -p /data {path.parent}" in dockerfile
+        and f"chown obpipe /data {path.parent}" in dockerfile
+    )
 
 
 def test_every_variable_is_documented(compose: dict[str, Any]) -> None:

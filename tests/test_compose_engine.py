@@ -1,7 +1,8 @@
 """docker-compose.yml on a real Docker engine: the README's demo, scaled, stopped, audited.
 
 The image is built through the compose file, then the `docker-compose` (v1) CLI does what the
-README tells a user: a simulator token in the secret file, `--profile demo up -d` (the
+README tells a user: `--profile demo up -d`, a simulator token pair stored in the `tokens`
+volume with `obpipe token set` (the
 simulator feeding redis, ingestor, writer, web and jobs), `up -d --scale ingestor=2 --scale
 writer=3`, and `stop`. Every container must become healthy (the compose healthchecks, run
 inside the image), never restart, and exit 0 on SIGTERM. The CSV files of the data volume are
@@ -269,9 +270,6 @@ class Compose:
 
     def __init__(self, work: Path) -> None:
         self.project = f"obpipetest{uuid.uuid4().hex[:10]}"
-        self.token = work / "stockbit_token"
-        self.token.write_text("")
-        self.token.chmod(0o644)  # read by uid 10001 inside the containers
         # A user's .env, for the demo: the simulator as the feed, a few tickers, and any free
         # loopback port for the status page (5151 may be taken on this machine).
         self.env_file = work / "demo.env"
@@ -281,12 +279,6 @@ class Compose:
             "STOCKBIT_API_URL=http://simulator:8765\n"
             "WEB_HOST_PORT=0\n"
         )
-        # The secret file lives in the test's folder, never in ./secrets (a user's token). The
-        # v1 CLI reads the main file as format 3.9 and merges only files of the same version.
-        self.override = work / "secret.override.yml"
-        self.override.write_text(
-            f'version: "3.9"\nsecrets:\n  stockbit_token:\n    file: {self.token}\n'
-        )
         self.log = work / "compose.log"
         self.env = {
             k: v
@@ -295,11 +287,11 @@ class Compose:
         }
 
     def __call__(
-        self, *args: str, timeout: float = 600, check: bool = True
+        self, *args: str, timeout: float = 600, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         command = [
             "docker-compose",
-            *("-f", str(ROOT / "docker-compose.yml"), "-f", str(self.override)),
+            *("-f", str(ROOT / "docker-compose.yml")),
             *("--env-file", str(self.env_file), "-p", self.project, "--profile", "demo"),
             *args,
         ]
@@ -312,6 +304,7 @@ class Compose:
             text=True,
             timeout=timeout,
             check=False,
+            input=stdin,
         )
         with self.log.open("a") as log:
             took = time.monotonic() - started
@@ -438,11 +431,15 @@ def test_demo_profile_scales_and_stops_cleanly(tmp_path: Path) -> None:
                 ["docker", "rmi", previous], capture_output=True, timeout=120, check=False
             )
         phase("build")
-        token = compose("run", "--rm", "-T", "simulator", "simulate", "--print-token").stdout
-        assert token.strip().count(".") == 2, f"not a token: {token!r}"
-        compose.token.write_text(token.strip())
+        pair = compose(
+            "run", "--rm", "-T", "simulator", "simulate", "--print-token", "--pair"
+        ).stdout
+        assert '"refresh"' in pair, f"not a token pair: {pair[:200]!r}"
 
         compose("up", "-d")
+        # The ingestor waits in auth_failed until the pair is in the tokens volume.
+        stored = compose("run", "--rm", "-T", "ingestor", "token", "set", stdin=pair).stdout
+        assert "stored in /tokens/stockbit_token" in stored, stored
         wait_healthy(
             compose, {"redis": 1, "simulator": 1, "ingestor": 1, "writer": 1, "web": 1, "jobs": 1}
         )

@@ -22,7 +22,8 @@ from pipeline.log import ScrubbingFormatter
 from pipeline.settings import Settings
 from stockbit.token import mint_unsigned
 
-TOKEN = mint_unsigned(7654321, 1_767_225_600, 1_767_312_000)
+TOKEN = mint_unsigned(7654321, 1_767_225_600, 4_102_444_800)
+"""Valid until 2100: an expired access token is refused before it is presented."""
 KEY = "K" * 43 + "="
 
 
@@ -97,10 +98,10 @@ def test_token_file_is_reread_and_registered_as_secret(
     creds = source.obtain()
     assert creds.user_id == "7654321" and creds.key.reveal() == KEY
     assert creds.token.reveal() == TOKEN
-    assert creds.expires_at is not None and creds.expires_at.timestamp() == 1_767_312_000
+    assert creds.expires_at is not None and creds.expires_at.timestamp() == 4_102_444_800
     assert TOKEN in ScrubbingFormatter.secrets and KEY in ScrubbingFormatter.secrets
     before = token_file_signature(path)
-    other = mint_unsigned(1111111, 1_767_225_600, 1_767_312_000)
+    other = mint_unsigned(1111111, 1_767_225_600, 4_102_444_800)
     path.write_text(other)
     assert token_file_signature(path) != before
     assert source.obtain().user_id == "1111111"

@@ -11,9 +11,11 @@ from typing import TypeVar
 import pytest
 
 from ingestor.credentials import Credentials
-from ingestor.entries import BID, TRADE, Entry, EntryPacker
+from ingestor.entries import BID, PRICE, TRADE, Entry, EntryPacker
 from ingestor.gaps import AUTH_FAILED, DEAD, DISCONNECT, STALE
 from ingestor.protocol import (
+    BBO_FRAMES,
+    IEP_FRAMES,
     TEXT_FRAME_ERROR,
     Authenticate,
     AuthFailed,
@@ -29,6 +31,7 @@ from ingestor.protocol import (
     Resubscribe,
     ServerError,
     Subscribe,
+    Tally,
 )
 from pipeline.keys import Keys
 from pipeline.secret import Secret
@@ -92,6 +95,9 @@ def test_connect_sends_auth_then_the_subscription() -> None:
     channel = request.decode(sub.frame).channel
     assert channel is not None
     assert channel.order_book == TICKERS and channel.running_trade_batch == TICKERS
+    # The book's companions, as the browser sends them (the book may not stream without).
+    assert channel.liveprice == channel.iepiev == channel.best_bid_offer == TICKERS
+    assert sub.frame == request.subscribe_books("1234567", KEY, TOKEN, TICKERS, trades=True)
     assert sub.tickers == TICKERS and proto.open
     # Events carry credentials: their repr (a log line, a traceback) never shows them.
     assert TOKEN not in repr([auth, sub]) and KEY not in repr([auth, sub])
@@ -101,6 +107,7 @@ def test_connect_sends_auth_then_the_subscription() -> None:
     assert isinstance(sub, Subscribe)
     channel = request.decode(sub.frame).channel
     assert channel is not None and channel.running_trade_batch == ()
+    assert channel == request.book_channel(TICKERS, trades=False)
 
 
 def test_book_frames_take_the_fast_path_and_are_counted() -> None:
@@ -277,14 +284,39 @@ def test_malformed_frames_are_counted_and_handed_out_for_dead_letters() -> None:
     "frame",
     [
         wrapper.PONG,
-        wrapper.encode_liveprice(LivePrice("BBCA", last=8200.0)),
         bytes.fromhex("2200"),  # wrapper field 4 (watchlist): a channel we do not decode
+        wrapper.encode_iepiev("ASII"),  # a code we did not subscribe: not even tallied
+        wrapper.encode_best_bid_offer(""),
     ],
 )
 def test_frames_we_do_not_store_are_only_counted(frame: bytes) -> None:
     proto = connected()
     assert proto.receive(frame, 1.0, received(1)) == []
     assert proto.stats.frames == 2 and proto.stats.bad_frames == 0
+
+
+def test_live_prices_become_entries_iep_and_bbo_frames_tallies() -> None:
+    proto = connected()
+    moment = datetime(2026, 3, 2, 3, 15, 30, 123000, tzinfo=UTC)
+    price = LivePrice("BBCA", last=8200.0, shares=123_400.0, previous=8175.0, time=moment)
+    (entry,) = proto.receive(wrapper.encode_liveprice(price), 1.0, received(1))
+    assert isinstance(entry, Entry) and entry.kind == PRICE and entry.code == "BBCA"
+    assert entry.levels == b"8200;8175;123400", "what the ticker HASH shows"
+    assert b"$1\r\nk\r\n$1\r\np\r\n" in entry.command
+    assert b"2026-03-02T10:15:30.123000+07:00" in entry.command
+    (bad,) = proto.receive(wrapper.encode_liveprice(LivePrice("BBCA")), 2.0, received(2))
+    assert isinstance(bad, BadFrame) and "field 11" in bad.error
+    assert proto.receive(wrapper.encode_iepiev("TLKM"), 3.0, received(3)) == [
+        Tally("TLKM", IEP_FRAMES)
+    ]
+    assert proto.receive(wrapper.encode_best_bid_offer("BBCA"), 3.0, received(3)) == [
+        Tally("BBCA", BBO_FRAMES)
+    ]
+    proto.set_tickers(("ASII",))
+    assert proto.receive(wrapper.encode_iepiev("ASII"), 4.0, received(4)) == [
+        Tally("ASII", IEP_FRAMES)
+    ]
+    assert proto.receive(wrapper.encode_iepiev("TLKM"), 4.0, received(4)) == []
 
 
 # ---- the data watchdog -----------------------------------------------------------------------

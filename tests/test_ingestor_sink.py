@@ -1,4 +1,5 @@
-"""The sink against a real redis-server: batches, per-ticker figures, caps, outages, gaps."""
+"""The sink against a real redis-server: batches, per-ticker figures, caps, outages, gaps,
+custody (last stored frame per run, first frame of a taken ticker, clean releases)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ingestor.sink import Sink, ticker_section
 from pipeline import records
 from pipeline.embedded_redis import EmbeddedRedis
 from pipeline.keys import Keys
-from pipeline.records import GapRecord, TradeRecord
+from pipeline.records import GapRecord, PriceRecord, TradeRecord
 from stockbit import wrapper
 from stockbit.book import Level, format_body
 from stockbit.messages import OrderBook
@@ -58,8 +59,17 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0)
 
 def make_sink(url: str, **kwargs: int) -> tuple[Sink, Any]:
     client = aioredis.Redis.from_url(url)
-    options = {"buffer_max": 100_000, "stream_maxlen": 1_000_000, **kwargs}
-    return Sink(client, KEYS, "ing-1", redis_url=url, **options), client
+    options = {"buffer_max": 100_000, "stream_maxlen": 1_000_000, "batch_max": 2000, **kwargs}
+    sink = Sink(
+        client,
+        KEYS,
+        "ing-1",
+        redis_url=url,
+        buffer_max=options["buffer_max"],
+        stream_maxlen=options["stream_maxlen"],
+        batch_max=options["batch_max"],
+    )
+    return sink, client
 
 
 def test_batches_land_in_order_with_ticker_figures(redis_url: str) -> None:
@@ -182,6 +192,50 @@ def test_only_the_primary_updates_the_ticker_hash(redis_url: str) -> None:
     asyncio.run(scenario())
 
 
+def price(packer: EntryPacker, code: str, frequency: int, shares: float) -> Entry:
+    received = ReceivedClock().now()
+    record = PriceRecord(
+        code, 8225.0, 8175.0, 8250.0, 8150.0, 8175.0, shares, shares * 8200, float(frequency),
+        8200.0, 0.0, 0.0, None, received.decode(), "", "ing-1",
+    )  # fmt: skip
+    return packer.record(record, received)
+
+
+def test_live_prices_and_tallies_reach_the_ticker_hash(redis_url: str) -> None:
+    """The last LivePrice gives last price, previous close and day lots; IEP/IEV and best
+    bid/offer frames are counted; books and trades keep their own counts."""
+
+    async def scenario() -> None:
+        sink, client = make_sink(redis_url)
+        sink.set_primary(frozenset({"BBCA"}))
+        task = asyncio.create_task(sink.run())
+        packer = EntryPacker(KEYS, "ing-1", 1_000_000)
+        for entry in entries(packer, ["BBCA"], 4):
+            sink.add(entry)
+        sink.add(price(packer, "BBCA", 10, 120_000.0))
+        sink.add(trade(packer, "BBCA", 1))
+        sink.add(price(packer, "BBCA", 11, 123_450.0))
+        sink.add(price(packer, "TLKM", 3, 500.0))  # a replica: appended, not shown
+        for field in ("iep_frames", "iep_frames", "bbo_frames"):
+            sink.tally("BBCA", field)
+        sink.tally("TLKM", "iep_frames")
+        assert await sink.close(task, 10)
+        figures = {
+            k.decode(): v.decode() for k, v in (await client.hgetall(KEYS.ticker("BBCA"))).items()
+        }
+        assert (figures["frames"], figures["trades"], figures["prices"]) == ("4", "1", "2")
+        assert figures["last_price"] == "8225" and figures["prev_close"] == "8175"
+        assert figures["day_lots"] == "1234.5", "the newest LivePrice, shares / 100"
+        assert (figures["iep_frames"], figures["bbo_frames"]) == ("2", "1")
+        assert figures["best_bid"] == "8200", "a LivePrice is no book side"
+        assert not await client.exists(KEYS.ticker("TLKM"))
+        prices = [f for _, f in await client.xrange(KEYS.stream_for("TLKM")) if f[b"k"] == b"p"]
+        assert len(prices) == 1
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_ticker_section_skips_tickers_it_is_not_primary_for() -> None:
     packer = EntryPacker(KEYS, "ing-1", 1_000_000)
     batch = entries(packer, ["BBCA", "TLKM", "ASII"], 3)
@@ -249,6 +303,70 @@ def test_outage_buffers_then_overflows_then_catches_up(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+def test_custody_follows_the_entries_and_a_release_waits_for_them(redis_url: str) -> None:
+    """Continuity evidence: per ticker the last stored receive time of this run, the first
+    stored frame of a ticker just taken, and a clean release written after what came before."""
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        sink = Sink(
+            client,
+            KEYS,
+            "ing-1",
+            redis_url=redis_url,
+            buffer_max=100_000,
+            stream_maxlen=1_000_000,
+            batch_max=50,
+            holder="ing-1@r1",
+        )
+        packer = EntryPacker(KEYS, "ing-1", 1_000_000)
+        batch = entries(packer, ["BBCA", "TLKM"], 200)
+        since = batch[100].received.decode()
+        sink.await_first("TLKM", since)
+        for entry in batch:
+            sink.add(entry)
+        # Queued behind every entry so far: written only once all of them are in Redis.
+        assert sink.release(["BBCA"], "2026-03-02T10:15:31.000000+07:00")
+        task = asyncio.create_task(sink.run())
+        assert await sink.close(task, 10)
+        last = {
+            code: [e.received for e in batch if e.code == code][-1] for code in ("BBCA", "TLKM")
+        }
+        assert await client.hget(KEYS.custody("BBCA"), "ing-1@r1") == last["BBCA"]
+        # TLKM was just taken: its custody is pending until the claim is judged.
+        assert await client.hgetall(KEYS.custody("TLKM")) == {b"ing-1@r1~": last["TLKM"]}
+        first = next(e.received for e in batch[100:] if e.code == "TLKM")
+        assert sink.first_stored("TLKM") == first.decode() and sink.first_stored("BBCA") is None
+        released = await client.hget(KEYS.custody("BBCA"), "ing-1@r1:released")
+        assert released == b"2026-03-02T10:15:31.000000+07:00"
+        assert not await client.hexists(KEYS.custody("TLKM"), "ing-1@r1:released")
+        # Judged (after the gap record it needed is stored): the value becomes proof, and the
+        # earlier holder's evidence goes.
+        await client.hset(KEYS.custody("TLKM"), "ing-0@r0", "2026-03-02T10:00:00+07:00")
+        sink.gap(GapRecord("a", "b", "ticker_moved", ("TLKM",), "ing-1"))
+        sink.settle("TLKM", ["ing-0@r0"])
+        task = asyncio.create_task(sink.run())
+        assert await sink.close(task, 10)
+        assert await client.hgetall(KEYS.custody("TLKM")) == {b"ing-1@r1": last["TLKM"]}
+        assert await client.xlen(KEYS.gaps) == 1
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_no_clean_release_while_frames_are_dropped() -> None:
+    async def scenario() -> None:
+        sink, _client = make_sink("redis://127.0.0.1:9", buffer_max=100)
+        assert not sink.release(["BBCA"], "t"), "no holder: no custody kept"
+        sink.holder = "ing-1@r1"
+        packer = EntryPacker(KEYS, "ing-1", 1_000_000)
+        for entry in entries(packer, ["BBCA"], 101):
+            sink.add(entry)
+        assert sink.dropped == 1 and not sink.release(["BBCA"], "t")
+
+    asyncio.run(scenario())
 
 
 def test_resp_connection_skips_replies_and_reports_errors(redis_url: str) -> None:

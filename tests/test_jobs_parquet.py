@@ -26,7 +26,8 @@ from obpipe import tables
 from pipeline.days import WIB
 from pipeline.keys import Keys
 from pipeline.layout import GAPS, ORDERBOOK, PRICES, TRADES, Layout, parquet_file
-from pipeline.schema import COLUMNS
+from pipeline.records import PriceRecord
+from pipeline.schema import COLUMNS, HEADERS, render
 
 DAY = "2026-03-02"
 AFTER = datetime(2026, 3, 3, 1, 0, tzinfo=WIB)
@@ -269,6 +270,25 @@ def test_cells_round_trip_through_the_types(tmp_path: Path) -> None:
 @pytest.mark.e2e
 @pytest.mark.redis
 @pytest.mark.timeout(180)
+def test_prices_rows_as_the_writer_renders_them_rebuild_byte_identical(tmp_path: Path) -> None:
+    # Turnover passes 1e10 (Arrow would print 1.0123e+10) and field 19 may be absent (null).
+    text = HEADERS[PRICES]
+    for n, sequence in enumerate((None, 7, None), start=1):
+        record = PriceRecord(
+            "BBCA", 8225.0, 8175.0, 8250.0, 8150.0, 8175.0, 123_450.0 * n, 1.0123456789e10 * n,
+            321.0 + n, 8200.4567, 400_000.0, 1e-05, sequence,
+            f"{DAY}T10:15:3{n}.123000+07:00", f"{DAY}T10:15:3{n}.200000+07:00", "i",
+        )  # fmt: skip
+        fields = [part.encode() for pair in record.fields().items() for part in pair]
+        text += render(fields).text
+    path = tmp_path / f"{DAY}_BBCA.csv"
+    path.write_text(text)
+    table = tables.read_csv(path, PRICES, "BBCA")
+    assert table.column("sequence").to_pylist() == [None, 7, None]
+    assert table.column("total_value").to_pylist()[0] == 10_123_456_789.0
+    assert tables.to_csv(table, PRICES) == text.encode()
+
+
 def test_finalize_on_files_the_real_pipeline_wrote_across_midnight(tmp_path: Path) -> None:
     stack = Stack(
         tmp_path,

@@ -57,7 +57,7 @@ def test_every_bad_variable_is_named_at_once(tmp_path: Path) -> None:
         "LOG_LEVEL": "chatty",
         "LOG_FORMAT": "xml",
         "PARTITIONS": "zero",
-        "STOCKBIT_TOKEN_FILE": str(tmp_path / "missing"),
+        "STOCKBIT_TOKEN_FILE": str(tmp_path / "missing" / "token"),
         "STOCKBIT_USER_ID": "abc",
         "COMMIT_INTERVAL_MS": "-5",
         "WEB_ADMIN_TOKEN": "short",

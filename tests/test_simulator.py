@@ -2,7 +2,9 @@
 
 The e2e tests start ``python -m simulator --port 0 --port-file ...`` through
 :class:`simulator.harness.SimulatorProcess` and talk to it with a plain ``websockets`` client
-through the codec, exactly as the ingestor does.
+through the codec, exactly as the ingestor does: book codes are subscribed with their
+``liveprice``, ``iepiev`` and ``best_bid_offer`` companions, without which the (strict by
+default) simulator streams no book.
 """
 
 from __future__ import annotations
@@ -30,7 +32,17 @@ from simulator.session import UNAUTHORIZED_FRAME, Session
 from simulator.subscriptions import Subscriptions, Wanted
 from stockbit import ProtocolError, request, wrapper
 from stockbit.book import BID, OFFER, parse_body
-from stockbit.messages import Channel, OrderBook, Pong, Request, ServerFrame, TradeBatch
+from stockbit.messages import (
+    BestBidOffer,
+    Channel,
+    IepIev,
+    LivePrice,
+    OrderBook,
+    Pong,
+    Request,
+    ServerFrame,
+    TradeBatch,
+)
 from stockbit.timestamps import parse_iso
 
 UID = "1234567"
@@ -111,9 +123,9 @@ def test_session_flags_undecodable_frames() -> None:
 
 def test_subscriptions_replace_and_wildcard() -> None:
     subs: Subscriptions[str] = Subscriptions()
-    subs.replace(
-        "a", Wanted.from_channel(Channel(order_book=("BBCA", "2BBCA"), running_trade_batch=("*",)))
-    )
+    # Lenient here: strict mode is the next test's subject.
+    channel = Channel(order_book=("BBCA", "2BBCA"), running_trade_batch=("*",))
+    subs.replace("a", Wanted.from_channel(channel, strict=False))
     subs.replace("b", Wanted.from_channel(Channel(running_trade_batch=("TLKM",))))
     assert subs.book_codes() == ["BBCA"], "invalid codes are ignored"
     assert subs.active_codes() == {"BBCA", "TLKM"}
@@ -123,6 +135,27 @@ def test_subscriptions_replace_and_wildcard() -> None:
     assert subs.active_codes() == {"TLKM"}
     subs.remove("b")
     assert subs.active_codes() == set()
+
+
+def test_strict_mode_streams_a_book_only_with_its_three_companions() -> None:
+    companions = {"liveprice": ("BBCA", "TLKM"), "iepiev": ("BBCA",), "best_bid_offer": ("BBCA",)}
+    channel = Channel(order_book=("BBCA", "TLKM", "ASII"), **companions)
+    strict = Wanted.from_channel(channel)
+    assert strict.books == {"BBCA"} and strict.withheld == {"TLKM", "ASII"}
+    assert strict.prices == {"BBCA", "TLKM"} and strict.ieps == strict.bbos == {"BBCA"}
+    lenient = Wanted.from_channel(channel, strict=False)
+    assert lenient.books == {"BBCA", "TLKM", "ASII"} and not lenient.withheld
+    # The browser's own subscription (request.book_channel) passes, with or without the tape.
+    for trades in (True, False):
+        assert Wanted.from_channel(request.book_channel(("BBCA", "TLKM"), trades)).books == {
+            "BBCA",
+            "TLKM",
+        }
+    subs: Subscriptions[str] = Subscriptions()
+    subs.replace("a", strict)
+    assert subs.book_codes() == ["BBCA"] and subs.book_links("TLKM") == set()
+    assert subs.price_links("TLKM") == {"a"} and subs.iep_links("BBCA") == {"a"}
+    assert subs.active_codes() == {"BBCA", "TLKM"}, "a withheld book runs nothing"
 
 
 # ---- e2e helpers ------------------------------------------------------------------------------
@@ -145,8 +178,14 @@ async def open_feed(
     trades: tuple[str, ...] = (),
     token: str | None = None,
     close_timeout: float = 10,
+    *,
+    companions: bool = True,
 ) -> ClientConnection:
-    """Connect like the ingestor: fetch a key, auth frame, subscribe frame."""
+    """Connect like the ingestor: fetch a key, auth frame, subscribe frame.
+
+    The book codes go with ``liveprice``, ``iepiev`` and ``best_bid_offer`` unless
+    ``companions`` is False (then a strict simulator sends no book).
+    """
     token = token or sim.token()
     key = await asyncio.to_thread(sim.fetch_key, token)
     ws = await connect(
@@ -156,7 +195,11 @@ async def open_feed(
         close_timeout=close_timeout,
     )
     await ws.send(request.auth(UID, key, token))
-    await ws.send(request.subscribe(UID, key, token, books, trades))
+    extra = books if companions else ()
+    frame = request.subscribe(
+        UID, key, token, books, trades, liveprice=extra, iepiev=extra, best_bid_offer=extra
+    )
+    await ws.send(frame)
     return ws
 
 
@@ -419,6 +462,18 @@ def test_journal_matches_what_the_client_received(tmp_path: Path) -> None:
             assert (line["code"], line["seq"], line["body"]) == (frame.code, frame.seq, frame.body)
             assert line["side"] == parse_body(frame.body).side
             assert parse_iso(line["time"]) == frame.time
+        elif isinstance(frame, LivePrice):
+            assert line["kind"] == "price" and line["code"] == frame.code
+            assert parse_iso(line["time"]) == frame.time
+            assert (line["last"], line["shares"], line["value"], line["frequency"]) == (
+                frame.last,
+                frame.shares,
+                frame.value,
+                frame.frequency,
+            )
+            assert line["average"] == frame.average
+        elif isinstance(frame, BestBidOffer):
+            assert (line["kind"], line["code"]) == ("bbo", frame.code)
         else:
             assert isinstance(frame, TradeBatch)
             assert line["kind"] == "trades"
@@ -487,10 +542,11 @@ def test_no_ping_means_dropped_after_the_window(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_malformed_every_nth_frame(tmp_path: Path) -> None:
-    with start_sim(tmp_path, "--malformed-every", "3", "--rate", "4") as sim:
+    # Lenient, books only: every data frame is a book, so the count is easy to follow.
+    with start_sim(tmp_path, "--malformed-every", "3", "--rate", "4", "--lenient") as sim:
 
         async def scenario() -> list[bytes]:
-            ws = await open_feed(sim, books=("BBCA",))
+            ws = await open_feed(sim, books=("BBCA",), companions=False)
             raw = await frames_for(ws, 1.5)
             await ws.close()
             return raw
@@ -588,15 +644,119 @@ def test_max_rate_floods_distinct_frames(tmp_path: Path) -> None:
             # A client that stops reading cannot see the server's close frame behind the
             # flood, so don't wait long for it.
             ws = await open_feed(sim, books=("BBCA", "TLKM"), close_timeout=0.2)
-            raw = [await recv_bytes(ws) for _ in range(5_000)]
+            books: list[OrderBook] = []
+            others = 0
+            while len(books) < 5_000:
+                frame = wrapper.decode(await recv_bytes(ws))
+                if isinstance(frame, OrderBook):
+                    books.append(frame)
+                else:
+                    others += 1  # live prices after matches, the subscribe's quotes
             await ws.close()
-            return books_of([wrapper.decode(m) for m in raw])
+            assert others < 100, "max rate floods books, the rest keeps its normal pace"
+            return books
 
         books = asyncio.run(scenario())
-        assert len(books) == 5_000
         last: dict[tuple[str, str], int] = {}
         for book in books:
             key = (book.code, parse_body(book.body).side)
             assert book.seq > last.get(key, 0)
             last[key] = book.seq
         assert len(last) == 4
+
+
+# ---- e2e: strict mode, live prices, auctions ---------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_strict_mode_sends_no_book_to_a_client_subscribing_order_book_alone(
+    tmp_path: Path,
+) -> None:
+    async def scenario(sim: SimulatorProcess) -> tuple[list[ServerFrame], list[ServerFrame]]:
+        alone = await open_feed(sim, books=("BBCA",), trades=("BBCA",), companions=False)
+        proper = await open_feed(sim, books=("BBCA",), trades=("BBCA",))
+        both = await asyncio.gather(frames_for(alone, 1.5), frames_for(proper, 1.5))
+        await alone.close()
+        await proper.close()
+        return decoded(both[0]), decoded(both[1])
+
+    with start_sim(tmp_path / "strict", "--rate", "4") as sim:
+        alone, proper = asyncio.run(scenario(sim))
+    assert books_of(alone) == [], "order_book alone: no book from a strict server"
+    assert batches_of(alone), "...while the tape it asked for still flows"
+    assert len(books_of(proper)) >= 4
+    assert any(isinstance(f, LivePrice) for f in proper)
+    assert any(isinstance(f, BestBidOffer) for f in proper)
+    assert "no order book for BBCA" in sim.log_path.read_text()
+
+    with start_sim(tmp_path / "lenient", "--rate", "4", "--lenient") as sim:
+        alone, _ = asyncio.run(scenario(sim))
+    assert len(books_of(alone)) >= 4, "--lenient streams order_book alone"
+
+
+@pytest.mark.e2e
+def test_live_prices_sum_up_the_tape(tmp_path: Path) -> None:
+    async def scenario(sim: SimulatorProcess) -> list[ServerFrame]:
+        ws = await open_feed(sim, books=("ASII",), trades=("ASII",))
+        raw = await frames_for(ws, 2.5)
+        await ws.close()
+        return decoded(raw)
+
+    # 10:00 on a trading day: no midnight in the window, no auction.
+    args = ("--rate", "4", "--clock-start", "2026-03-03T10:00:00+07:00")
+    with start_sim(tmp_path, *args) as sim:
+        frames = asyncio.run(scenario(sim))
+    # A fresh ticker's backfill is its whole day so far, so each LivePrice must equal the sum
+    # of the prints received before it (the batch it follows included).
+    prints: dict[int, Any] = {}
+    prices = 0
+    for frame in frames:
+        if isinstance(frame, TradeBatch):
+            prints.update((t.trade_number, t) for t in frame.trades)
+        elif isinstance(frame, LivePrice):
+            prices += 1
+            tape = sorted(prints.values(), key=lambda t: t.trade_number)
+            assert frame.frequency == len(tape)
+            assert frame.shares == sum(t.shares for t in tape)
+            assert frame.value == sum(t.value for t in tape)
+            assert frame.average == frame.value / frame.shares
+            assert frame.open == tape[0].price and frame.last == tape[-1].price
+            assert frame.high == max(t.price for t in tape)
+            assert frame.low == min(t.price for t in tape)
+            assert frame.time == tape[-1].time
+            assert frame.previous == 4800, "ASII's reference price: the previous close"
+            assert 0 <= frame.foreign_buy <= frame.shares
+            assert 0 <= frame.foreign_sell <= frame.shares
+            assert frame.sequence is None, "field 19 is not attested on the wire: not sent"
+    live_batches = len(batches_of(frames)) - 1
+    assert live_batches >= 3
+    assert prices == live_batches + 1, "one LivePrice per match batch, and one on subscribe"
+
+
+@pytest.mark.e2e
+def test_iep_iev_only_during_the_auctions(tmp_path: Path) -> None:
+    async def scenario(sim: SimulatorProcess) -> list[ServerFrame]:
+        ws = await open_feed(sim, books=("BBCA", "TLKM"))
+        raw = await frames_for(ws, 3.0)
+        await ws.close()
+        return decoded(raw)
+
+    # Monday 2 March 2026: pre-opening until 09:00:00 WIB, then session 1.
+    args = ("--rate", "4", "--clock-start", "2026-03-02T08:59:57+07:00", "--clock-speed", "2")
+    sim = start_sim(tmp_path, *args)
+    try:
+        frames = asyncio.run(scenario(sim))
+    finally:
+        assert sim.stop() == 0
+    ieps = [f for f in frames if isinstance(f, IepIev)]
+    assert {f.code for f in ieps} == {"BBCA", "TLKM"}
+    sent = [line for line in sim.journal() if line["kind"] == "iep"]
+    assert len(sent) == len(ieps) >= 4
+    assert all(line["phase"] == "pre_opening" for line in sent)
+    assert all(line["time"] < "2026-03-02T09:00:00" for line in sent)
+    late_books = [
+        b
+        for b in books_of(frames)
+        if b.time is not None and b.time.isoformat() > "2026-03-02T09:00:01"
+    ]
+    assert late_books, "books go on after the auction; IEP/IEV frames stop"

@@ -1,4 +1,5 @@
-"""The simulator's pure parts: tick grid, ladders, seqs, trades, the virtual clock, frame bytes."""
+"""The simulator's pure parts: tick grid, ladders, seqs, trades, live prices, auctions, the
+virtual clock, frame bytes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simulator.clock import VirtualClock, WibText, from_ns, to_ns
-from simulator.frames import BookPress, encode_book, encode_tape, garbage
+from simulator.frames import (
+    BookPress,
+    encode_book,
+    encode_indicative,
+    encode_live,
+    encode_quote,
+    encode_tape,
+    garbage,
+)
 from simulator.market import (
     ACTION_BUY,
     ACTION_NONE,
@@ -31,7 +40,7 @@ from simulator.market import (
 )
 from stockbit import ProtocolError, wrapper
 from stockbit.book import BID, OFFER, Body, parse_body
-from stockbit.messages import OrderBook, TradeBatch
+from stockbit.messages import BestBidOffer, IepIev, LivePrice, OrderBook, TradeBatch
 from stockbit.timestamps import WIB, parse_iso, wib_iso
 
 
@@ -275,6 +284,63 @@ def test_trade_numbers_restart_on_a_new_jakarta_day() -> None:
     assert after.trade_number < before.trade_number
 
 
+# ---- live prices and auctions ---------------------------------------------------------------
+
+
+def test_live_figures_sum_up_every_print_of_the_day() -> None:
+    market, ticks = make_market(start="2026-03-02T10:00:00+07:00")
+    tape = list(market.recent("TLKM").prints)  # a fresh ticker: its history is its day so far
+    for _ in range(200):
+        ticks.advance(0.3)
+        market.book("TLKM", BID)
+        tape.extend(market.trades("TLKM").prints)
+        live = market.live("TLKM")
+        assert live.frequency == len(tape)
+        assert live.shares == sum(p.shares for p in tape)
+        assert live.value == sum(p.value for p in tape)
+        assert (live.open, live.last) == (tape[0].price, tape[-1].price)
+        assert (live.high, live.low) == (max(p.price for p in tape), min(p.price for p in tape))
+        assert live.average == live.value / live.shares
+        assert live.previous == 3300 and live.time == wib_iso(tape[-1].time)
+        assert 0 <= live.foreign_buy <= live.shares and 0 <= live.foreign_sell <= live.shares
+    assert live.foreign_buy > 0 and live.foreign_sell > 0
+
+
+def test_live_figures_start_afresh_at_jakarta_midnight() -> None:
+    market, ticks = make_market(start="2026-03-02T23:59:59+07:00")
+    before = market.trades("BBCA")
+    evening = market.live("BBCA")
+    assert evening.time.startswith("2026-03-02") and evening.frequency >= TAPE_LENGTH
+    ticks.advance(2)
+    after = market.trades("BBCA")
+    morning = market.live("BBCA")
+    assert morning.time.startswith("2026-03-03")
+    assert morning.previous == before.prints[-1].price, "yesterday's last is the previous close"
+    assert morning.frequency == len(after.prints)
+    assert morning.shares == sum(p.shares for p in after.prints)
+
+
+@pytest.mark.parametrize(
+    ("moment", "phase"),
+    [
+        ("2026-03-02T08:44:59+07:00", None),
+        ("2026-03-02T08:45:00+07:00", "pre_opening"),
+        ("2026-03-02T08:59:59.9+07:00", "pre_opening"),
+        ("2026-03-02T09:00:00+07:00", None),
+        ("2026-03-02T15:49:59+07:00", None),
+        ("2026-03-02T15:50:00+07:00", "pre_closing"),
+        ("2026-03-02T16:00:59+07:00", "pre_closing"),
+        ("2026-03-02T16:01:00+07:00", None),
+        ("2026-03-07T08:50:00+07:00", None),  # a Saturday
+        ("2026-12-31T08:50:00+07:00", None),  # IDX's year-end closure
+    ],
+)
+def test_auctions_follow_the_trading_calendar(moment: str, phase: str | None) -> None:
+    market, _ = make_market(start=moment)
+    found = market.auction()
+    assert (found.value if found is not None else None) == phase
+
+
 # ---- clock ----------------------------------------------------------------------------------
 
 
@@ -361,6 +427,40 @@ def test_trade_frames_decode_to_the_prints() -> None:
         (p.code, p.trade_number, p.price, p.shares, p.action, p.board, p.value, p.time)
         for p in tape.prints
     ]
+
+
+def test_live_price_iep_and_quote_frames_decode() -> None:
+    market, _ = make_market(start="2026-03-02T08:50:00+07:00")
+    live = market.live("BBCA")
+    frame = wrapper.decode(encode_live(live))
+    assert isinstance(frame, LivePrice) and frame.time is not None
+    assert wib_iso(frame.time) == live.time
+    assert (frame.code, frame.last, frame.open, frame.high, frame.low, frame.previous) == (
+        "BBCA",
+        live.last,
+        live.open,
+        live.high,
+        live.low,
+        live.previous,
+    )
+    assert (frame.shares, frame.value, frame.frequency, frame.average) == (
+        live.shares,
+        live.value,
+        live.frequency,
+        live.average,
+    )
+    assert (frame.foreign_buy, frame.foreign_sell, frame.sequence) == (
+        live.foreign_buy,
+        live.foreign_sell,
+        None,
+    )
+    phase = market.auction()
+    assert phase is not None
+    # Field 1 = code is all these two frames carry: their other fields are unattested.
+    assert wrapper.decode(encode_indicative(market.indicative("BBCA", phase))) == IepIev("BBCA")
+    quote = market.quote("BBCA")
+    assert wrapper.decode(encode_quote(quote)) == BestBidOffer("BBCA")
+    assert quote.bid < quote.offer
 
 
 @given(st.integers())

@@ -65,6 +65,35 @@ def test_channel_variants_match_the_notes(channel: Channel, hex_body: str) -> No
     assert frame == CREDS + bytes.fromhex(hex_body) + KEY_FIELD + TOKEN_FIELD
 
 
+BBCA = "42 42 43 41"
+TLKM = "54 4c 4b 4d"
+
+
+def test_book_subscription_is_variant_a_byte_exact() -> None:
+    # §2.3 variant A: order_book, liveprice, iepiev, best_bid_offer per ticker, fields
+    # ascending and each channel's entries grouped, as the browser writes them.
+    frame = request.subscribe_books(USER, KEY, TOKEN, TICKERS, trades=False)
+    body = bytes.fromhex(
+        f"12 30 12 04 {BBCA} 12 04 {TLKM} 32 04 {BBCA} 32 04 {TLKM}"
+        f"3a 04 {BBCA} 3a 04 {TLKM} 4a 04 {BBCA} 4a 04 {TLKM}"
+    )
+    assert frame == CREDS + body + KEY_FIELD + TOKEN_FIELD
+    assert len(frame) == 227
+
+
+def test_book_subscription_with_trades_adds_field_5_in_its_place() -> None:
+    # Variant A + running_trade_batch (5), which sorts between order_book (2) and liveprice (6).
+    frame = request.subscribe_books(USER, KEY, TOKEN, TICKERS, trades=True)
+    body = bytes.fromhex(
+        f"12 3c 12 04 {BBCA} 12 04 {TLKM} 2a 04 {BBCA} 2a 04 {TLKM} 32 04 {BBCA} 32 04 {TLKM}"
+        f"3a 04 {BBCA} 3a 04 {TLKM} 4a 04 {BBCA} 4a 04 {TLKM}"
+    )
+    assert frame == CREDS + body + KEY_FIELD + TOKEN_FIELD
+    assert len(frame) == 239
+    assert request.decode(frame).channel == request.book_channel(TICKERS)
+    assert request.subscribe_books(USER, KEY, TOKEN, ("BBCA", "TLKM"), True) == frame
+
+
 def test_real_sized_token_uses_two_byte_length() -> None:
     token = "x" * 838
     frame = request.auth(USER, KEY, token)

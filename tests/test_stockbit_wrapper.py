@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from stockbit import ProtocolError, wrapper
 from stockbit.book import parse_body
 from stockbit.messages import (
+    BestBidOffer,
     ErrorFrame,
+    IepIev,
     LivePrice,
     OrderBook,
     Pong,
@@ -115,6 +118,62 @@ def test_liveprice_round_trip() -> None:
         time=datetime(2026, 3, 2, 10, 15, 30, tzinfo=WIB),
     )  # fmt: skip
     assert wrapper.decode(wrapper.encode_liveprice(price)) == price
+
+
+def _double(number: int, value: float) -> bytes:
+    return bytes([number << 3 | 1]) + struct.pack("<d", value)
+
+
+def _liveprice_frame(body: bytes) -> bytes:
+    # Wrapper field 9; bodies here are 128..16383 bytes: a two-byte length varint.
+    assert 128 <= len(body) < 16384
+    return bytes([0x4A, 0x80 | (len(body) & 0x7F), len(body) >> 7]) + body
+
+
+def test_liveprice_fields_by_number() -> None:
+    # Built by hand from §3.4's numbers, not by the encoder: 1 code, 2 last, 3 volume (shares),
+    # 4 high, 5 low, 6 open, 7 frequency, 8/9 foreign buy/sell, 10 average, 11 date,
+    # 12 close (not read), 13 prev, 14 value, 19 sequence_number (varint), 28 lot (not read).
+    stamp = b"2026-03-02T10:15:30.1234+07:00"
+    body = (
+        bytes.fromhex("0a 04") + b"BBCA"
+        + _double(2, 8225.0) + _double(3, 1_234_500.0) + _double(4, 8250.0)
+        + _double(5, 8150.0) + _double(6, 8175.0) + _double(7, 321.0)
+        + _double(8, 400_000.0) + _double(9, 350_000.0) + _double(10, 8200.5)
+        + bytes([0x5A, len(stamp)]) + stamp
+        + _double(12, 8225.0) + _double(13, 8175.0) + _double(14, 10_123_450_000.0)
+        + bytes.fromhex("98 01 e7 07")  # 19: 999
+        + bytes.fromhex("e1 01") + struct.pack("<d", 12_345.0)  # 28 lot, skipped
+    )  # fmt: skip
+    price = wrapper.decode(_liveprice_frame(body))
+    assert price == LivePrice(
+        code="BBCA", last=8225.0, shares=1_234_500.0, high=8250.0, low=8150.0, open=8175.0,
+        frequency=321.0, previous=8175.0, value=10_123_450_000.0,
+        time=datetime(2026, 3, 2, 10, 15, 30, 123400, tzinfo=WIB), average=8200.5,
+        foreign_buy=400_000.0, foreign_sell=350_000.0, sequence=999,
+    )  # fmt: skip
+    # Without field 19 the sequence is None, not 0 (it is the dedup identity when present).
+    without = body[: body.index(bytes.fromhex("98 01"))] + body[-10:]
+    decoded = wrapper.decode(_liveprice_frame(without))
+    assert isinstance(decoded, LivePrice) and decoded.sequence is None
+    assert wrapper.decode(wrapper.encode_liveprice(price)) == price
+    assert wrapper.decode(wrapper.encode_liveprice(decoded)) == decoded
+
+
+def test_iepiev_and_best_bid_offer_decode_the_code_only() -> None:
+    assert wrapper.decode(bytes.fromhex("5a 06 0a 04") + b"BBCA") == IepIev("BBCA")
+    assert wrapper.decode(bytes.fromhex("6a 06 0a 04") + b"TLKM") == BestBidOffer("TLKM")
+    assert wrapper.encode_iepiev("BBCA") == bytes.fromhex("5a 06 0a 04") + b"BBCA"
+    assert wrapper.encode_best_bid_offer("TLKM") == bytes.fromhex("6a 06 0a 04") + b"TLKM"
+    # Their other fields are unattested: skipped, whatever their type.
+    extra = bytes.fromhex("0a 04") + b"BBCA" + _double(2, 8200.0) + bytes.fromhex("18 05")
+    assert wrapper.decode(bytes([0x5A, len(extra)]) + extra) == IepIev("BBCA")
+    # A field 1 that is not text leaves the code empty rather than failing the frame...
+    assert wrapper.decode(bytes.fromhex("6a 02 08 01")) == BestBidOffer("")
+    assert wrapper.decode(bytes.fromhex("6a 04 0a 02 ff fe")) == BestBidOffer("")
+    # ...but bytes that are not protobuf still are an error.
+    with pytest.raises(ProtocolError):
+        wrapper.decode(bytes.fromhex("5a 04 0a 09 41 41"))
 
 
 def test_unknown_fields_are_skipped() -> None:

@@ -18,10 +18,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from pipeline.keys import WRITER_GROUP, Keys
+from pipeline.layout import Layout
 from pipeline.records import BookRecord, GapRecord
+from pipeline.rows import GAP_HEADER, gap_row
 from pipeline.secret import Secret
 from pipeline.settings import Settings
-from pipeline.status import IngestorStatus, WriterStatus
+from pipeline.status import IngestorStatus, WriterStatus, render
 from stockbit.timestamps import WIB
 from tests.conftest import Clock
 from web.app import create_app
@@ -367,6 +369,53 @@ def test_metrics_read_redis_at_scrape_time(
     # A later scrape sees later figures: nothing is cached.
     fake.hincrby(KEYS.ticker("BBCA"), "frames", 5)
     assert 'ticker="BBCA"} 1005.0' in client.get("/metrics").get_data(as_text=True)
+
+
+def test_a_gap_stays_listed_after_the_writer_copied_it_and_trimmed_the_stream(
+    client: FlaskClient, fake: fakeredis.FakeRedis, clock: Clock, data_dir: Path
+) -> None:
+    """Issue 13: counters.gaps was 1 and the gap file had the record, but the page said 0."""
+    gap = GapRecord(
+        iso(NOW - timedelta(seconds=40)),
+        iso(NOW - timedelta(seconds=10)),
+        "disconnect",
+        ("BBCA",),
+        "ing-a",
+        "closed by the server: code 1006",
+    )
+    xadd(fake, KEYS.gaps, gap.fields())
+    fake.sadd(KEYS.desired_tickers, "BBCA", "TLKM")
+
+    def listed() -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
+        doc = client.get("/api/status").get_json()
+        return doc["gaps"], doc["gaps_today"], doc["tickers"]
+
+    gaps, count, _ = listed()
+    assert count == 1 and gaps[0]["detail"] == gap.detail
+    # The writer copies it to the day's gap file; both places hold it for a moment: one row.
+    path = Layout(data_dir).gaps(DAY)
+    path.parent.mkdir(parents=True)
+    path.write_text(GAP_HEADER + gap_row(gap))
+    assert listed()[1] == 1
+    # ... then its commit trims the stream (XTRIM MINID past the entry).
+    fake.xtrim(KEYS.gaps, minid="9999999999999", approximate=False)
+    assert fake.xlen(KEYS.gaps) == 0
+    clock.moment = NOW + timedelta(minutes=10)
+    gaps, count, tickers = listed()
+    assert count == 1 and gaps[0]["start"] == gap.start and gaps[0]["tickers"] == ["BBCA"]
+    assert gaps[0]["duration_s"] == 30 and gaps[0]["id"].startswith("file:")
+    # Trading time so far: 09:00-10:10, 4,200 s; BBCA missed 30 s of it, TLKM nothing.
+    assert tickers["BBCA"]["time_covered_pct"] == round(100 * 4170 / 4200, 2)
+    assert tickers["TLKM"]["time_covered_pct"] == 100.0
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "obpipe_gaps_today 1.0" in text
+    assert 'obpipe_ticker_time_covered_ratio{ticker="BBCA"} 0.9929' in text
+    printed = render(fake, KEYS, now=clock.moment, data_dir=data_dir)
+    assert "gaps today (1 shown, 1 in all):" in printed
+    assert "disconnect" in printed and "closed by the server: code 1006" in printed
+    # The next day starts empty.
+    clock.moment = NOW + timedelta(days=1)
+    assert listed()[1] == 0
 
 
 def test_metrics_with_redis_down_still_scrape(clock: Clock, data_dir: Path) -> None:

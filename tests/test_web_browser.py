@@ -208,6 +208,10 @@ def run_page_checks(
     first = number(frames.inner_text())
     bbca_frames = page.locator("#tickers tr[data-code=BBCA] td.frames")
     expect(bbca_frames).to_be_visible()
+    # Its share of today's trading time outside its gaps ("—" before the open, "100%" ...).
+    expect(page.locator("#tickers tr[data-code=BBCA] td.covered")).to_have_text(
+        re.compile(r"^(—|\d+(\.\d+)?%)$")
+    )
     page.wait_for_function(
         "n => Number(document.querySelector(\".ingestor[data-id='ingestor-1'] dd.frames\")"
         ".textContent.replace(/[^0-9]/g, '')) > n",

@@ -168,8 +168,18 @@ def test_days_lists_manifests_and_scheduled_days_newest_first(
             "gaps": 1,
             "compressed": False,
             "generated_at": "2026-02-27T23:59:00+07:00",
+            # A manifest written before coverage existed: unknown, never a number.
+            "coverage": {
+                "pct": "unknown",
+                "flagged": False,
+                "floor": 99.9,
+                "below": [],
+                "below_count": 0,
+                "unknown": 0,
+            },
         },
         "manifest_error": None,
+        "recap": None,  # no daily recap was written for that day
         "scheduled": True,
         "job": {"id": "finalize-2026-02-27", "state": "finished"},
         "finalizable": True,
@@ -194,6 +204,30 @@ def test_days_notice_a_rewritten_manifest(
     path.write_text(json.dumps(manifest("2026-02-27")) + "\n")  # run again: all good now
     second = client.get("/api/days").get_json()["days"][0]["manifest"]
     assert second["ok"] is True and second["problems"] == 0
+
+
+def test_days_show_volume_coverage_and_flag_it_under_the_floor(
+    client: FlaskClient, data_dir: Path
+) -> None:
+    cases = {
+        "2026-02-27": {"volume_coverage_pct": 100.0, "below": [], "unknown": []},
+        "2026-02-26": {"volume_coverage_pct": 99.95, "below": ["TLKM"], "unknown": ["GOTO"]},
+        "2026-02-25": {"volume_coverage_pct": 97.5, "below": [], "unknown": []},
+        "2026-02-24": {"volume_coverage_pct": "unknown", "below": [], "unknown": ["BBCA"]},
+    }
+    for day, coverage in cases.items():
+        doc = manifest(day)
+        doc["coverage"] = {**coverage, "floor_pct": 99.9, "trades_captured": True}
+        write_manifest(data_dir, f"{day}.json", doc)
+    days = {d["day"]: d["manifest"]["coverage"] for d in client.get("/api/days").get_json()["days"]}
+    assert days["2026-02-27"]["pct"] == 100.0 and days["2026-02-27"]["flagged"] is False
+    # A day above the floor overall is still flagged when one ticker is under it.
+    assert days["2026-02-26"]["flagged"] is True and days["2026-02-26"]["below"] == ["TLKM"]
+    assert days["2026-02-26"]["unknown"] == 1
+    assert days["2026-02-25"]["pct"] == 97.5 and days["2026-02-25"]["flagged"] is True
+    assert days["2026-02-24"]["pct"] == "unknown" and days["2026-02-24"]["flagged"] is False
+    page = client.get("/").get_data(as_text=True)
+    assert ">Coverage</th>" in page
 
 
 def test_days_are_capped(client: FlaskClient, fake: fakeredis.FakeRedis, data_dir: Path) -> None:
@@ -507,6 +541,15 @@ def test_finalize_through_a_real_worker(
         "tickers": 1,
         "gaps": 0,
         "compressed": False,
+        # Books only, no trades and no LivePrice: the coverage cannot be known.
+        "coverage": {
+            "pct": "unknown",
+            "flagged": False,
+            "floor": 99.9,
+            "below": [],
+            "below_count": 0,
+            "unknown": 1,
+        },
     }
     assert after["finalizable"] is True  # it may be run again
     full = client.get(f"/api/days/{day}").get_json()

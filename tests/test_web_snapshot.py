@@ -70,7 +70,11 @@ def test_build_status_is_pure_given_its_inputs() -> None:
         ],
         writers=[(WriterStatus(id="w1", partitions=[0], rows=7), NOW.timestamp() * 1000)],
         desired=["BBCA"],
-        tickers={"BBCA": {"frames": "4", "trades": "3", "best_bid": "100", "best_offer": "0"}},
+        tickers={
+            "BBCA": {"frames": "4", "trades": "3", "best_bid": "100", "best_offer": "0"},
+            # The last LivePrice's figures, as the sink writes them.
+            "TLKM": {"last_price": "3320", "prev_close": "3300", "day_lots": "1234.5"},
+        },
         streams=[StreamInfo(0, 10, pending=1, lag=None), StreamInfo(1, 0)],
         day_counts={f"orderbook/{DAY}_BBCA.csv": "12"},
         deadletter_len=0,
@@ -101,6 +105,10 @@ def test_build_status_is_pure_given_its_inputs() -> None:
     assert doc["tickers"]["BBCA"]["freshness"] == "none"
     assert doc["tickers"]["BBCA"]["trades"] == 3 and doc["tickers"]["BBCA"]["trades_per_s"] == 0.46
     assert doc["tickers"]["BBCA"]["frames_per_s"] is None
+    assert doc["tickers"]["BBCA"]["last_price"] is None and doc["tickers"]["BBCA"]["change"] is None
+    tlkm = doc["tickers"]["TLKM"]
+    assert (tlkm["last_price"], tlkm["change"], tlkm["change_pct"]) == (3320, 20, 0.61)
+    assert tlkm["day_lots"] == 1234.5 and tlkm["prev_close"] == 3300
     assert doc["streams"]["backlog"] == 0 and doc["streams"]["pending"] == 1
     assert doc["dead_letters"] == 7  # writers' dead letters + ingestors' bad frames
     assert doc["files"] == [{"name": f"{DAY}_BBCA.csv", "code": "BBCA", "rows": 12, "bytes": 99}]

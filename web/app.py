@@ -96,7 +96,9 @@ def create_app(
         client=client,
         clock=now,
         calendar=trading_calendar,
-        registry=make_registry(RedisCollector(client, keys, now)),
+        registry=make_registry(
+            RedisCollector(client, keys, now, data_dir=settings.data_dir, calendar=trading_calendar)
+        ),
         jobs_client=jobs_client,
     )
     app.register_blueprint(pages.bp)

@@ -23,6 +23,7 @@ from pipeline.settings import Settings
 from web.alerts import RECENT_IN_STATUS, read_alerts
 from web.days import DAYS_SHOWN, ManifestCache
 from web.rates import FRAMES, RateTracker
+from web.recaps import RecapCache
 from web.snapshot import (
     HISTORY_STEP_S,
     HISTORY_WINDOW_S,
@@ -49,6 +50,7 @@ class WebContext:
     """The same Redis without response decoding, for RQ (which stores pickled data)."""
     tracker: RateTracker = field(default_factory=RateTracker)
     manifests: ManifestCache = field(default_factory=ManifestCache)
+    recaps: RecapCache = field(default_factory=RecapCache)
     finalize_lock: threading.Lock = field(default_factory=threading.Lock)
     """Makes "check the job's state, then enqueue" one step within this process."""
 
@@ -60,7 +62,7 @@ class WebContext:
     def status(self) -> dict[str, Any]:
         """Read Redis, update the rate history, and shape the ``/api/status`` document."""
         now = self.clock()
-        raw = read_state(self.client, self.keys, today(now))
+        raw = read_state(self.client, self.keys, today(now), self.settings.data_dir)
         at = now.timestamp()
         rates = self.tracker.observe(at, counters_of(raw))
         history = self.tracker.history(FRAMES, HISTORY_WINDOW_S, at, HISTORY_STEP_S)
@@ -104,10 +106,14 @@ class WebContext:
         scheduled = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
         scheduled = {d for d in scheduled if is_day(d)}
         data_dir = self.settings.data_dir
-        known = sorted(set(Layout(data_dir).manifest_days()) | scheduled, reverse=True)
+        layout = Layout(data_dir)
+        # A recap (16:45 WIB) comes before the day's manifest (after midnight).
+        found = set(layout.manifest_days()) | set(layout.recap_days())
+        known = sorted(found | scheduled, reverse=True)
         shown = known[:DAYS_SHOWN]
         states = job_states(self.jobs_client, shown)
         self.manifests.keep_only(shown)
+        self.recaps.keep_only(shown)
         entries = []
         for day in shown:
             summary, error = self.manifests.summary(data_dir, day)
@@ -117,6 +123,7 @@ class WebContext:
                     "day": day,
                     "manifest": summary,
                     "manifest_error": error,
+                    "recap": self.recaps.summary(data_dir, day),
                     "scheduled": day in scheduled,
                     "job": {"id": job_id(day), "state": state},
                     "finalizable": state not in BUSY and self.day_finished(day, now),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.manifest import COVERAGE_FLOOR
 from pipeline.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,34 @@ def _count(value: Any) -> int:
     return int(value)
 
 
+def _coverage(doc: dict[str, Any]) -> dict[str, Any]:
+    """The day's volume coverage for the listing (``jobs.manifest.coverage``): the figure
+    (a number, or ``"unknown"``), whether to flag it, and the tickers below the floor."""
+    cov = doc.get("coverage")
+    if not isinstance(cov, dict):
+        # A manifest from before coverage existed: nothing was measured.
+        cov = {}
+    pct = _number(cov.get("volume_coverage_pct"))
+    floor = _number(cov.get("floor_pct"))
+    floor = COVERAGE_FLOOR if floor is None else floor
+    below = [str(code) for code in cov.get("below") or [] if isinstance(code, str)]
+    unknown = cov.get("unknown")
+    return {
+        "pct": "unknown" if pct is None else pct,
+        "flagged": bool(below) or (pct is not None and pct < floor),
+        "floor": floor,
+        "below": below[:20],
+        "below_count": len(below),
+        "unknown": len(unknown) if isinstance(unknown, list) else 0,
+    }
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 def summarize(doc: Any) -> dict[str, Any]:
     """A manifest's figures for the listing; tolerant of missing or odd fields."""
     if not isinstance(doc, dict):
@@ -65,6 +94,7 @@ def summarize(doc: Any) -> dict[str, Any]:
         "gaps": len(gaps) if isinstance(gaps, list) else 0,
         "compressed": doc.get("compressed") is True,
         "generated_at": generated if isinstance(generated, str) else None,
+        "coverage": _coverage(doc),
     }
 
 

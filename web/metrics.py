@@ -8,6 +8,11 @@ when a process restarts, which Prometheus' ``rate()`` handles.
 
 If Redis cannot be reached the scrape still succeeds with ``obpipe_redis_up 0`` and nothing
 else, so an alert can tell "pipeline down" from "web down".
+
+Today's gaps come from the durable sources the page uses (the day's gap file plus the
+records still in the gap stream, :mod:`pipeline.gaplog`), so ``obpipe_gaps_today`` does not
+drop when the writer trims the stream; ``obpipe_ticker_time_covered_ratio`` is each ticker's
+share of today's continuous trading so far outside its gaps.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from pipeline.days import day_of_stamp, today
+from pipeline.calendar import TradingCalendar
+from pipeline.days import today
+from pipeline.gaplog import coverage
 from pipeline.keys import Keys
 from pipeline.status import STATES
 from web.snapshot import RawState, parse_instant, read_state
@@ -36,10 +44,22 @@ _LABEL_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 class RedisCollector:
     """Yields the pipeline's metrics from one Redis read per scrape."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        clock: Callable[[], datetime],
+        *,
+        data_dir: Path | None = None,
+        calendar: TradingCalendar | None = None,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.clock = clock
+        self.data_dir = data_dir
+        """Where the gap files are (None: only the gap stream's untrimmed records)."""
+        self.calendar = calendar
+        """For the per-ticker coverage (None: not exported)."""
 
     def describe(self) -> Iterable[Metric]:
         # Having describe() keeps the registry from calling collect() (and Redis) when the
@@ -51,7 +71,7 @@ class RedisCollector:
         up = GaugeMetricFamily("obpipe_redis_up", "1 when the web app could read Redis.")
         now = self.clock()
         try:
-            raw = read_state(self.client, self.keys, today(now))
+            raw = read_state(self.client, self.keys, today(now), self.data_dir)
         except redis.RedisError as exc:
             log.warning("metrics scrape: Redis unavailable (%s)", type(exc).__name__)
             up.add_metric([], 0)
@@ -60,6 +80,20 @@ class RedisCollector:
         up.add_metric([], 1)
         yield up
         yield from _families(raw, now)
+        if self.calendar is not None:
+            yield _coverage(raw, now, self.calendar)
+
+
+def _coverage(raw: RawState, now: datetime, calendar: TradingCalendar) -> Metric:
+    ratio = GaugeMetricFamily(
+        "obpipe_ticker_time_covered_ratio",
+        "Share of today's continuous trading so far outside any gap of the ticker.",
+        labels=["ticker"],
+    )
+    for code, pct in sorted(coverage(raw.gaps, raw.tickers, calendar, now).items()):
+        if pct is not None:
+            ratio.add_metric([code], round(pct / 100, 6))
+    return ratio
 
 
 def _families(raw: RawState, now: datetime) -> Iterable[Metric]:
@@ -79,6 +113,12 @@ def _families(raw: RawState, now: datetime) -> Iterable[Metric]:
     buffered = GaugeMetricFamily(
         "obpipe_ingestor_buffered", "Frames waiting for Redis in memory.", labels=ing
     )
+    raw_bytes = CounterMetricFamily(
+        "obpipe_ingestor_raw_bytes", "Compressed bytes written to the raw archive.", labels=ing
+    )
+    raw_dropped = CounterMetricFamily(
+        "obpipe_ingestor_raw_dropped", "Frames the raw archive could not keep.", labels=ing
+    )
     expiry = GaugeMetricFamily(
         "obpipe_ingestor_token_expiry_seconds",
         "Seconds until the Stockbit token expires (negative: expired).",
@@ -93,10 +133,13 @@ def _families(raw: RawState, now: datetime) -> Iterable[Metric]:
         gaps.add_metric([status.id], status.gaps)
         overflow.add_metric([status.id], status.overflow)
         buffered.add_metric([status.id], status.buffered)
+        raw_bytes.add_metric([status.id], status.raw_bytes)
+        raw_dropped.add_metric([status.id], status.raw_dropped)
         expires = parse_instant(status.token_expires_at)
         if expires is not None:
             expiry.add_metric([status.id], (expires - now).total_seconds())
-    yield from (state, frames, reconnects, bad, gaps, overflow, buffered, expiry)
+    yield from (state, frames, reconnects, bad, gaps, overflow, buffered, raw_bytes, raw_dropped)
+    yield expiry
 
     wr = ["writer"]
     rows = CounterMetricFamily("obpipe_writer_rows", "CSV rows written.", labels=wr)
@@ -142,12 +185,9 @@ def _families(raw: RawState, now: datetime) -> Iterable[Metric]:
             pending.add_metric([str(info.partition)], info.pending)
     yield from (length, pending)
 
-    today_gaps = sum(
-        1
-        for _, fields in raw.gaps
-        if raw.day in (day_of_stamp(fields.get("start", "")), day_of_stamp(fields.get("end", "")))
+    yield GaugeMetricFamily(
+        "obpipe_gaps_today", "Gap records for today (WIB).", value=len(raw.gaps)
     )
-    yield GaugeMetricFamily("obpipe_gaps_today", "Gap records for today (WIB).", value=today_gaps)
     yield GaugeMetricFamily(
         "obpipe_deadletter_entries",
         "Entries in the capped dead-letter stream.",

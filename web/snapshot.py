@@ -8,9 +8,12 @@ Two steps, so the shaping can be tested without Redis:
   the JSON-ready dict. Its only I/O is ``os.stat`` of today's CSV files, on paths it builds
   itself under ``DATA_DIR`` from validated parts — never from request input.
 
-Everything shown comes from Redis: the status keys the processes publish, the per-ticker
-hashes, the partition streams' lengths and consumer-group figures, the gap stream, the
-dead-letter stream, the counters hash and the day's row counts.
+Everything shown comes from Redis — the status keys the processes publish, the per-ticker
+hashes, the partition streams' lengths and consumer-group figures, the dead-letter stream,
+the counters hash and the day's row counts — except the gaps: the writer trims the gap
+stream once a record is on disk, so today's gaps are read from the day's gap file plus the
+records still in the stream (:mod:`pipeline.gaplog`), and stay listed all day. Each ticker's
+``time_covered_pct`` is the share of today's continuous trading so far in none of its gaps.
 """
 
 from __future__ import annotations
@@ -26,10 +29,9 @@ from typing import Any, TypeVar
 import redis
 
 from pipeline.calendar import TradingCalendar
-from pipeline.days import day_of_stamp
+from pipeline.gaplog import Gap, coverage, merge, read_files
 from pipeline.keys import WRITER_GROUP, Keys
 from pipeline.layout import ORDERBOOK, Layout, book_file, parse_file
-from pipeline.records import GapRecord, RecordError
 from pipeline.status import CONNECTED, IngestorStatus, WriterStatus
 from pipeline.ticker import TickerError, normalize
 from stockbit.errors import ProtocolError
@@ -51,6 +53,12 @@ TICKER_FIELDS = (
     "best_bid_lots",
     "best_offer",
     "best_offer_lots",
+    "prices",
+    "last_price",
+    "prev_close",
+    "day_lots",
+    "iep_frames",
+    "bbo_frames",
 )
 """The fields of a ticker HASH the status document and the metrics use."""
 
@@ -78,7 +86,8 @@ class RawState:
     desired: list[str] = field(default_factory=list)
     tickers: dict[str, dict[str, str]] = field(default_factory=dict)
     streams: list[StreamInfo] = field(default_factory=list)
-    gaps: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    """The day's gaps, newest first (gap files, then the stream's records not copied yet)."""
     day_counts: dict[str, str] = field(default_factory=dict)
     deadletter_len: int = 0
     counters: dict[str, str] = field(default_factory=dict)
@@ -95,8 +104,9 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def read_state(client: redis.Redis, keys: Keys, day: str) -> RawState:
-    """Fetch everything the status page shows, in three pipelined round trips.
+def read_state(client: redis.Redis, keys: Keys, day: str, data_dir: Path | None = None) -> RawState:
+    """Fetch everything the status page shows, in three pipelined round trips, and the day's
+    gap files under ``data_dir`` (without it, only the gap stream's untrimmed records).
 
     Raises ``redis.RedisError`` when Redis cannot be reached (the app answers 503).
     """
@@ -119,7 +129,7 @@ def read_state(client: redis.Redis, keys: Keys, day: str) -> RawState:
     state = RawState(
         day=day,
         desired=sorted(desired),
-        gaps=[(entry_id, fields) for entry_id, fields in gaps],
+        gaps=merge(day, read_files(data_dir, day) if data_dir is not None else [], gaps),
         day_counts=dict(day_counts),
         deadletter_len=int(dead),
         counters=dict(counters),
@@ -341,10 +351,18 @@ def build_status(
                 "last_error": status.last_error,
                 "token_expires_at": _iso(expires),
                 "token_expires_in_s": _seconds(expires, now) if expires else None,
+                "token": _token_view(status, now),
                 "bad_frames": status.bad_frames,
                 "buffered": status.buffered,
                 "overflow": status.overflow,
                 "gaps": status.gaps,
+                "raw": {
+                    "state": status.raw_state,
+                    "frames": status.raw_frames,
+                    "bytes": status.raw_bytes,
+                    "dropped": status.raw_dropped,
+                    "error": status.raw_error,
+                },
                 "heartbeat_age_s": round(max(0.0, now_ms - beat) / 1000, 3),
             }
         )
@@ -361,6 +379,7 @@ def build_status(
                 "rows": writer.rows,
                 "rows_per_s": _rate(rates, f"w:{writer.id}"),
                 "trades": writer.trades,
+                "prices": writer.prices,
                 "lag": writer.lag_entries,
                 "lag_seconds": writer.lag_seconds,
                 "files_open": writer.files_open,
@@ -373,6 +392,7 @@ def build_status(
         )
 
     desired = set(raw.desired)
+    covered = coverage(raw.gaps, raw.tickers, calendar, now)
     tickers: dict[str, dict[str, Any]] = {}
     for code in sorted(raw.tickers):
         fields = raw.tickers[code]
@@ -381,6 +401,10 @@ def build_status(
         bid = _number(fields.get("best_bid"))
         offer = _number(fields.get("best_offer"))
         spread = offer - bid if bid and offer else None
+        # From the last LivePrice (the sink's HASH): the day's change against the previous close.
+        last = _number(fields.get("last_price"))
+        previous = _number(fields.get("prev_close"))
+        change = last - previous if last is not None and previous else None
         tickers[code] = {
             "frames": _number(fields.get("frames")) or 0,
             "frames_per_s": _rate(rates, f"t:{code}"),
@@ -399,6 +423,17 @@ def build_status(
                 if spread is not None and bid and offer
                 else None
             ),
+            "prices": _number(fields.get("prices")) or 0,
+            "last_price": last,
+            "prev_close": previous,
+            "change": change,
+            "change_pct": (
+                round(change / previous * 100, 2) if change is not None and previous else None
+            ),
+            "day_lots": _number(fields.get("day_lots")),
+            "iep_frames": _number(fields.get("iep_frames")) or 0,
+            "bbo_frames": _number(fields.get("bbo_frames")) or 0,
+            "time_covered_pct": covered[code],
             "desired": code in desired,
             "ingestors": sorted(holders.get(code, [])),
         }
@@ -462,28 +497,19 @@ def _rate(rates: Mapping[str, float], name: str) -> float | None:
 
 
 def _gaps_today(raw: RawState) -> list[dict[str, Any]]:
-    shown = []
-    for entry_id, fields in raw.gaps:
-        try:
-            gap = GapRecord.parse(fields)
-        except RecordError:
-            continue
-        if raw.day not in (day_of_stamp(gap.start), day_of_stamp(gap.end)):
-            continue
-        start, end = parse_instant(gap.start), parse_instant(gap.end)
-        shown.append(
-            {
-                "id": entry_id,
-                "start": gap.start,
-                "end": gap.end,
-                "duration_s": _seconds(end, start) if end else None,
-                "cause": gap.cause,
-                "tickers": list(gap.tickers),
-                "ingestor": gap.ingestor,
-                "detail": gap.detail,
-            }
-        )
-    return shown
+    return [
+        {
+            "id": gap.id,
+            "start": gap.record.start,
+            "end": gap.record.end,
+            "duration_s": _seconds(gap.end, gap.start),
+            "cause": gap.record.cause,
+            "tickers": list(gap.record.tickers),
+            "ingestor": gap.record.ingestor,
+            "detail": gap.record.detail,
+        }
+        for gap in raw.gaps
+    ]
 
 
 def _files(
@@ -503,3 +529,22 @@ def _files(
             }
         )
     return files
+
+
+def _token_view(status: IngestorStatus, now: datetime) -> dict[str, Any] | None:
+    """The token store as the ingestor reads it (``ingestor/refresher.py``): the refresh
+    token's expiry, the last refresh and who made it, the next one, and trouble (``refused``:
+    the page asks for a new token). None without a token file. Never a token."""
+    if status.token_refresh_state is None:
+        return None
+    refresh = parse_instant(status.refresh_expires_at)
+    return {
+        "state": status.token_refresh_state,
+        "error": status.token_refresh_error,
+        "refresh_expires_at": _iso(refresh),
+        "refresh_expires_in_s": _seconds(refresh, now) if refresh else None,
+        "refreshed_at": _iso(parse_instant(status.token_refreshed_at)),
+        "refreshed_by": status.token_refreshed_by,
+        "next_refresh_at": _iso(parse_instant(status.token_refresh_due_at)),
+        "handovers": status.token_handovers,
+    }

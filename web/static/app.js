@@ -102,6 +102,18 @@
     stopped: ["Stopped", "gray"]
   };
 
+  /* The raw-frame archive (obpipe replay's source): its size, or its trouble in red. */
+  var RAW_STATES = { disk_floor: "stopped: disk floor", error: "cannot write", dropping: "dropping frames" };
+  function rawArchive(raw) {
+    if (!raw || raw.state === "off") return el("dd", { cls: "muted", text: "off" });
+    var text = fmtBytes(raw.bytes) + (raw.dropped ? " · " + fmtInt(raw.dropped) + " lost" : "");
+    if (raw.state === "ok") return el("dd", { cls: "raw", text: text, title: fmtInt(raw.frames) + " frames" });
+    return el("dd", {
+      cls: "raw red", text: (RAW_STATES[raw.state] || raw.state) + " · " + text,
+      title: raw.error || "frames not archived are counted; see the alerts", data: { raw: raw.state }
+    });
+  }
+
   function ingestorCard(ing) {
     var st = STATES[ing.state] || ["Disconnected", "gray"];
     var badge = el("span", { cls: "badge " + st[1], text: st[0], data: { state: ing.state } });
@@ -122,27 +134,50 @@
     }
     var facts = el("dl", { cls: "facts" }, [
       el("dt", { text: "Uptime" }), uptime,
-      el("dt", { text: "Token expires in" }), expiry,
+      el("dt", { text: "Token expires in" }), expiry
+    ].concat(tokenFacts(ing.token), [
       el("dt", { text: "Frames" }), el("dd", { cls: "frames", text: fmtInt(ing.frames) }),
       el("dt", { text: "Frames/s" }), el("dd", { text: fmtRate(ing.frames_per_s) }),
       el("dt", { text: "Reconnects" }), el("dd", { text: fmtInt(ing.reconnects) }),
       el("dt", { text: "Tickers" }), el("dd", { text: String(ing.tickers.length), title: ing.tickers.join(", ") }),
       el("dt", { text: "Last frame" }), el("dd", { text: fmtTime(ing.last_frame_at) }),
-      el("dt", { text: "Buffered / overflow" }), el("dd", { text: fmtInt(ing.buffered) + " / " + fmtInt(ing.overflow) })
-    ]);
+      el("dt", { text: "Buffered / overflow" }), el("dd", { text: fmtInt(ing.buffered) + " / " + fmtInt(ing.overflow) }),
+      el("dt", { text: "Raw archive" }), rawArchive(ing.raw)
+    ]));
     var children = [head, facts];
-    if (ing.state === "auth_failed") {
+    var refused = ing.token && (ing.token.state === "refused" || ing.token.state === "expired");
+    if (ing.state === "auth_failed" || refused) {
       children.push(el("p", {
         cls: "advice red",
-        text: "Stockbit refused the token (expired or revoked). Log in to Stockbit again and put the " +
-          "fresh access token in STOCKBIT_TOKEN_FILE — it is re-read before every reconnect — or " +
-          "restart the ingestor with a new STOCKBIT_TOKEN."
+        text: (ing.state === "auth_failed"
+          ? "Stockbit refused the token (expired or revoked). "
+          : "Stockbit refused the token refresh (" + (ing.token.error || "refused") + "): capture goes " +
+            "on until the access token expires. ") +
+          "Paste a new token: log in to stockbit.com, copy the tokens (README: Using a real Stockbit " +
+          "token) and run `obpipe token set` — ingestors pick it up at once, no restart."
       }));
     }
     if (ing.last_error && ing.state !== "connected") {
       children.push(el("p", { cls: "muted small", text: "Last error: " + ing.last_error }));
     }
     return el("div", { cls: "ingestor", data: { id: ing.id } }, children);
+  }
+
+  /* The token store as the ingestor reads it: refresh-token expiry, last and next refresh. */
+  function tokenFacts(t) {
+    if (!t) return [];
+    var refresh = el("dd", { cls: "tick" });
+    if (t.refresh_expires_at) refresh.dataset.until = t.refresh_expires_at;
+    else refresh.textContent = t.state === "read_only" ? "none (bare token file)" : "—";
+    var last = t.refreshed_at ? fmtDayTime(t.refreshed_at) + (t.refreshed_by ? " by " + t.refreshed_by : "") : "—";
+    var next = t.state === "ok" || t.state === "failing" ? fmtDayTime(t.next_refresh_at) : t.state;
+    var nextCell = el("dd", { text: next, title: t.error || "" });
+    if (t.state === "failing" || t.state === "refused" || t.state === "expired") nextCell.classList.add("red");
+    return [
+      el("dt", { text: "Refresh token expires in" }), refresh,
+      el("dt", { text: "Last refresh" }), el("dd", { text: last }),
+      el("dt", { text: "Next refresh" }), nextCell
+    ];
   }
 
   function renderIngestors(list) {
@@ -221,10 +256,20 @@
 
   function num(text, cls) { return el("td", { cls: "num" + (cls ? " " + cls : ""), text: text }); }
 
+  /* time_covered_pct: share of today's trading so far outside this ticker's gaps (null: no
+     trading yet today). Anything short of 100 % is amber, below 99 % red. */
+  function fmtCovered(pct) {
+    if (pct === null || pct === undefined) return num("—", "covered muted");
+    var cell = num(pct.toFixed(pct === 100 ? 0 : 2) + "%",
+      "covered" + (pct < 99 ? " red" : (pct < 100 ? " amber" : "")));
+    cell.title = "of today's continuous trading so far, outside any gap of this ticker";
+    return cell;
+  }
+
   function renderTickers(tickers) {
     var codes = Object.keys(tickers).sort();
     $("ticker-count").textContent = codes.length ? "(" + codes.length + ")" : "";
-    if (!codes.length) { replace($("tickers"), [emptyRow(10, "No tickers: add some below.")]); return; }
+    if (!codes.length) { replace($("tickers"), [emptyRow(14, "No tickers: add some below.")]); return; }
     replace($("tickers"), codes.map(function (code) {
       var t = tickers[code];
       var codeBtn = el("button", { cls: "link code", text: code, title: "show depth" });
@@ -234,6 +279,12 @@
       age.textContent = t.age_s === null ? "never" : fmtDuration(t.age_s) + " ago";
       age.title = t.last_update || "";
       var spread = t.spread === null ? "—" : fmtInt(t.spread) + (t.spread_bps !== null ? " (" + t.spread_bps + " bp)" : "");
+      // Last price, change against the previous close and the day's volume: the last LivePrice.
+      var change = num(t.change === null || t.change === undefined ? "—"
+        : (t.change > 0 ? "+" : "") + fmtInt(t.change) +
+          (t.change_pct !== null ? " (" + (t.change_pct > 0 ? "+" : "") + t.change_pct.toFixed(2) + "%)" : ""),
+        t.change > 0 ? "green" : (t.change < 0 ? "red" : ""));
+      if (t.prev_close !== null && t.prev_close !== undefined) { change.title = "previous close " + fmtInt(t.prev_close); }
       var act = el("td", { cls: "act" });
       if (!READ_ONLY && t.desired) {
         var rm = el("button", { cls: "link remove", text: "×", title: "remove " + code });
@@ -246,6 +297,9 @@
         el("td", {}, [codeBtn, t.desired ? null : el("span", { cls: "muted small", text: " leaving" })]),
         num(fmtInt(t.frames), "frames opt"), num(fmtRate(t.frames_per_s)),
         num(fmtInt(t.trades), "trades opt"), num(fmtRate(t.trades_per_s), "trades-rate"), age,
+        fmtCovered(t.time_covered_pct),
+        num(t.last_price === null || t.last_price === undefined ? "—" : fmtInt(t.last_price), "last"),
+        change, num(t.day_lots === null || t.day_lots === undefined ? "—" : fmtInt(t.day_lots), "opt volume"),
         num(t.best_bid === null ? "—" : fmtInt(t.best_bid)),
         num(t.best_offer === null ? "—" : fmtInt(t.best_offer)),
         num(spread, "opt"), act
@@ -333,7 +387,7 @@
       var info = [d.detail, d.attempts ? d.attempts + " attempt(s)" : "",
         (d.sent_to || []).length ? "sent to " + d.sent_to.join(", ") : "",
         (d.failed_to || []).length ? "failed: " + d.failed_to.join(", ") : ""].filter(Boolean).join("; ");
-      var sev = r.kind === "clear" ? "green" : r.severity === "critical" ? "red" : "amber";
+      var sev = r.kind === "clear" ? "green" : r.severity === "critical" ? "red" : r.severity === "info" ? "gray" : "amber";
       return el("tr", { data: { key: r.key } }, [
         el("td", { text: fmtDayTime(r.at) }),
         el("td", { cls: "wrap", title: r.detail || "" }, [
@@ -403,6 +457,40 @@
   };
   var BUSY_STATES = ["queued", "started"];
 
+  /* Volume coverage: captured trades' lots / the exchange's (LivePrice), flagged under the
+     floor (99.9 %). Shown rounded down, so a flagged day never reads "99.9 %". */
+  function coverageBadge(m) {
+    var c = m && m.coverage;
+    if (!c) return el("span", { cls: "muted", text: "—" });
+    if (c.pct === "unknown") {
+      return el("span", {
+        cls: "muted", text: "unknown",
+        title: "no LivePrice figures, or the day was captured without trades"
+      });
+    }
+    var text = (Math.floor(c.pct * 100) / 100).toFixed(2) + " %";
+    if (!c.flagged) {
+      return el("span", { cls: "badge green", text: text, title: "traded volume captured (LivePrice)" });
+    }
+    var who = c.below_count ? c.below_count + " ticker(s) under " + c.floor + " %: " +
+      c.below.join(", ") + (c.below_count > c.below.length ? ", …" : "") : "under " + c.floor + " %";
+    return el("span", { cls: "badge amber", text: text, title: who, data: { flag: "coverage" } });
+  }
+
+  /* The daily recap (16:45 WIB, before the manifest): files, gaps, coverage; problems on hover. */
+  function recapLine(r) {
+    var parts = [fmtInt(r.files) + " files", fmtInt(r.gaps) + (r.gaps === 1 ? " gap" : " gaps")];
+    if (r.gaps) parts[1] += " (" + fmtDuration(r.gap_seconds) + ")";
+    if (r.time_coverage_pct !== null && r.time_coverage_pct !== undefined) parts.push(r.time_coverage_pct + " % of trading");
+    var line = el("div", {
+      cls: "muted small recap" + (r.problems.length ? " amber" : ""),
+      text: "recap: " + parts.join(" · "),
+      title: r.problems.length ? "Top problems:\n" + r.problems.join("\n") : "no problems"
+    });
+    line.setAttribute("data-testid", "recap");
+    return line;
+  }
+
   function dayRow(d) {
     var m = d.manifest;
     var dayCell = el("td", { cls: "day" });
@@ -413,6 +501,7 @@
     } else {
       dayCell.textContent = d.day;
     }
+    if (d.recap) dayCell.appendChild(recapLine(d.recap));
     var verified;
     if (d.manifest_error) {
       verified = el("span", { cls: "badge red", text: "unreadable", title: d.manifest_error });
@@ -447,6 +536,7 @@
     return el("tr", { data: { day: d.day } }, [
       dayCell,
       el("td", {}, [verified]),
+      el("td", { cls: "num coverage" }, [coverageBadge(m)]),
       num(m ? fmtInt(m.files) : "—", "opt"),
       num(m ? fmtInt(m.rows) : "—"),
       num(m ? fmtBytes(m.bytes) : "—", "opt"),
@@ -465,7 +555,7 @@
       : days.length ? "(" + days.length + ")" : "";
     $("days-hint").hidden = READ_ONLY || !!token() || !days.length;
     if (!days.length) {
-      replace($("days"), [emptyRow(9, "No finished or scheduled days yet.")]);
+      replace($("days"), [emptyRow(10, "No finished or scheduled days yet.")]);
       return;
     }
     replace($("days"), days.map(dayRow));
