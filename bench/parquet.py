@@ -32,7 +32,7 @@ from bench.report import spread
 from bench.simday import SimDay, simulate_day
 from jobs import manifest, parquet
 from obpipe import orderbook, reader, tables
-from pipeline.layout import ORDERBOOK, TRADES
+from pipeline.layout import ORDERBOOK, PARQUET, TRADES
 
 CODES = ("BBCA", "BBRI", "TLKM", "GOTO")
 REPEATS = 3
@@ -92,11 +92,11 @@ def run() -> str:
 
         # The same day with its Parquet twins moved aside: the reader then reads the CSVs.
         aside = Path(work) / "parquet-aside"
-        (root / "parquet").rename(aside)
+        day.layout.folder(PARQUET).rename(aside)
         csv_load = _timed(lambda: _reader(day))
         csv_tob = _timed(lambda: orderbook.top_of_book(day.day, "BBCA", data_dir=root))
         pandas_load = _timed(lambda: _pandas_csv(day))
-        aside.rename(root / "parquet")
+        aside.rename(day.layout.folder(PARQUET))
         pq_load = _timed(lambda: _reader(day))
         pq_tob = _timed(lambda: orderbook.top_of_book(day.day, "BBCA", data_dir=root))
 

@@ -1,18 +1,16 @@
-"""docker-compose.yml on a real Docker engine: the README's demo, scaled, stopped, audited.
+"""docker-compose.yml on a real Docker engine: the README's demo, scaled, stopped, audited."""
 
-The image is built through the compose file, then the `docker-compose` (v1) CLI does what the
-README tells a user: `--profile demo up -d`, a simulator token pair stored in the `tokens`
-volume with `obpipe token set` (the
-simulator feeding redis, ingestor, writer, web and jobs), `up -d --scale ingestor=2 --scale
-writer=3`, and `stop`. Every container must become healthy (the compose healthchecks, run
-inside the image), never restart, and exit 0 on SIGTERM. The CSV files of the data volume are
-then audited: no torn or duplicated row, and in every order-book file each side's `seq` only
-goes up, one step at a time, except across a gap recorded for that ticker in
-`gaps/YYYY-MM-DD.csv`.
-
-Skipped when no Docker engine answers `docker info`; CI prepares one (with local stand-ins
-for the two base images) with `../shared/tools/docker-standins.sh`.
-"""
+# The image is built through the compose file, then the `docker-compose` (v1) CLI does what the
+# README tells a user: `--profile demo up -d`, a simulator token pair stored in the `tokens`
+# volume with `obpipe token set` (the simulator feeding redis, ingestor, writer, web and jobs),
+# `up -d --scale ingestor=2 --scale writer=3`, and `stop`. Every container must become healthy
+# (the compose healthchecks, run inside the image), never restart, and exit 0 on SIGTERM. The CSV
+# files of the data volume are then audited: no torn or duplicated row, and in every order-book
+# file each side's `seq` only goes up, one step at a time, except across a gap recorded for that
+# ticker in `gaps/YYYY-MM-DD.csv`.
+#
+# Skipped when no Docker engine answers `docker info`; CI prepares one (with local stand-ins for
+# the two base images) with `../shared/tools/docker-standins.sh`.
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""Make-before-break with fake sessions: the token handover's three outcomes.
+"""Make-before-break with fake sessions: the token handover's three outcomes."""
 
-The new connection takes over once it streams, the old one dying first opens the outage, a
-failed new one leaves the old one running.
-"""
+# The new connection takes over once it streams, the old one dying first opens the outage, a
+# failed new one leaves the old one running.
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Fed only bytes, a fake clock and a trading flag, FeedProtocol emits the right frames, pings,
-deaths, gaps and data-watchdog verdicts (resubscribe, reconnect, never outside trading)."""
+"""FeedProtocol, fed bytes, a fake clock and a trading flag, emits the right frames, pings, deaths, gaps and watchdog verdicts."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""The token refresher: timing (fake clock, calendar), lock and fencing, failures (real Redis).
+"""The token refresher: timing (fake clock, calendar), lock and fencing, failures (real Redis)."""
 
-The refresh endpoint is faked with the simulator's own credentials (rotation, reuse, re-login).
-"""
+# The refresh endpoint is faked with the simulator's own credentials (rotation, reuse, re-login).
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Which tickers an ingestor streams (the plan, pure) and how it proves continuity when it takes
-one (the heartbeat with custody in fakeredis): crash and restart gaps, overlap, hand-over."""
+"""Which tickers an ingestor streams, and how it proves continuity when it takes one: crash and restart gaps, overlap, hand-over."""
 
 from __future__ import annotations
 

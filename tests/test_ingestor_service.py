@@ -1,13 +1,12 @@
-"""The ingestor as a real process against the simulator and a real redis-server.
+"""The ingestor as a real process against the simulator and a real redis-server."""
 
-Each test starts ``python -m ingestor`` subprocesses with environment variables, drives the
-simulator's fault options, and checks what reached Redis against the simulator's journal (the
-ground truth of every frame it sent). Conditions are polled with deadlines, not slept on.
-
-The connection state machine itself (a 401 frame, the dead-connection timer, ping timing,
-the gap a reconnect closes, resubscribing, malformed frames) is unit-tested without processes
-in ``test_ingestor_protocol.py``; these tests check what only real processes and sockets show.
-"""
+# Each test starts ``python -m ingestor`` subprocesses with environment variables, drives the
+# simulator's fault options, and checks what reached Redis against the simulator's journal (the
+# ground truth of every frame it sent). Conditions are polled with deadlines, not slept on.
+#
+# The connection state machine itself (a 401 frame, the dead-connection timer, ping timing, the
+# gap a reconnect closes, resubscribing, malformed frames) is unit-tested without processes in
+# ``test_ingestor_protocol.py``; these tests check what only real processes and sockets show.
 
 from __future__ import annotations
 

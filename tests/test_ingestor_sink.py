@@ -1,5 +1,4 @@
-"""The sink against a real redis-server: batches, per-ticker figures, caps, outages, gaps,
-custody (last stored frame per run, first frame of a taken ticker, clean releases)."""
+"""The sink on a real redis-server: batches, per-ticker figures, caps, outages, gaps and custody records."""
 
 from __future__ import annotations
 

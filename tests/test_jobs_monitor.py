@@ -1,7 +1,4 @@
-"""The alert monitor on a real Redis, delivering through apprise over real HTTP to a local JSON
-webhook: conditions from real status keys arrive as start/clear pairs, deduplicated, rate
-limited, with reminders; a failing receiver is counted and never holds the monitor up; one
-monitor sends at a time; no alert body ever holds a secret."""
+"""The alert monitor delivers over real HTTP as start/clear pairs, deduplicated, rate limited, one sender at a time, never a secret."""
 
 from __future__ import annotations
 

@@ -289,6 +289,7 @@ def test_prices_rows_as_the_writer_renders_them_rebuild_byte_identical(tmp_path:
     assert tables.to_csv(table, PRICES) == text.encode()
 
 
+@pytest.mark.e2e
 def test_finalize_on_files_the_real_pipeline_wrote_across_midnight(tmp_path: Path) -> None:
     stack = Stack(
         tmp_path,

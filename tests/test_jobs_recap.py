@@ -1,8 +1,7 @@
-"""The daily recap: figures, none on holidays, 16:45 WIB schedule, the notice, the manifest.
+"""The daily recap: figures, none on holidays, 16:45 WIB schedule, the notice, the manifest."""
 
-Scheduled once per trading day, sent through the alert monitor, and in agreement with the
-manifest ``finalize_day`` writes for a simulated day.
-"""
+# Scheduled once per trading day, sent through the alert monitor, and in agreement with the
+# manifest ``finalize_day`` writes for a simulated day.
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The alert state machine with a fake clock: one start and one clear per condition, nothing in
-between but reminders of critical ones, a rate limit that holds and folds but never loses."""
+"""The alert state machine: one start and one clear per condition, reminders only for critical ones, a rate limit that never loses."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A day's gaps come from the gap files plus the untrimmed stream, once each; coverage is the
-share of continuous trading so far outside a ticker's gaps (lunch, holidays, all-ticker gaps)."""
+"""A day's gaps come from the gap files plus the untrimmed stream, once each; time coverage excludes lunch, holidays and gaps."""
 
 from __future__ import annotations
 

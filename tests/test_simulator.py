@@ -1,11 +1,10 @@
-"""The simulator: its protocol rules in-process, then the real server as a subprocess (e2e).
+"""The simulator: its protocol rules in-process, then the real server as a subprocess (e2e)."""
 
-The e2e tests start ``python -m simulator --port 0 --port-file ...`` through
-:class:`simulator.harness.SimulatorProcess` and talk to it with a plain ``websockets`` client
-through the codec, exactly as the ingestor does: book codes are subscribed with their
-``liveprice``, ``iepiev`` and ``best_bid_offer`` companions, without which the (strict by
-default) simulator streams no book.
-"""
+# The e2e tests start ``python -m simulator --port 0 --port-file ...`` through
+# :class:`simulator.harness.SimulatorProcess` and talk to it with a plain ``websockets`` client
+# through the codec, exactly as the ingestor does: book codes are subscribed with their
+# ``liveprice``, ``iepiev`` and ``best_bid_offer`` companions, without which the (strict by
+# default) simulator streams no book.
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The simulator's pure parts: tick grid, ladders, seqs, trades, live prices, auctions, the
-virtual clock, frame bytes."""
+"""The simulator's pure parts: tick grid, ladders, seqs, trades, live prices, auctions, the virtual clock, frame bytes."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The soak, short: the full pipeline under every injected fault, ingestor SIGKILLs with
-REPLICATION=1 included, then the audit (bench.soak): nothing missing outside a recorded gap."""
+"""The short soak: the full pipeline under every injected fault (ingestor SIGKILLs included) loses nothing outside a recorded gap."""
 
 from __future__ import annotations
 

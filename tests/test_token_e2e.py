@@ -1,11 +1,10 @@
-"""Token renewal end to end: 20-second tokens, two ingestors, no gap; a revoked one alerts, heals.
+"""Token renewal end to end: 20-second tokens, two ingestors, no gap; a revoked one alerts, heals."""
 
-A simulator issuing 20-second access tokens, two ingestors, a writer and real Redis run for
-three minutes (``OBPIPE_TOKEN_E2E_S``): no gap, every refresh counted, no reuse, no expired
-token presented, with the feed keeping sockets past their token or closing them at ``exp``.
-Then a revoked refresh token: an alert, capture until the access token runs out, then
-``auth_failed``, and ``obpipe token set`` heals it without a restart.
-"""
+# A simulator issuing 20-second access tokens, two ingestors, a writer and real Redis run for
+# three minutes (``OBPIPE_TOKEN_E2E_S``): no gap, every refresh counted, no reuse, no expired
+# token presented, with the feed keeping sockets past their token or closing them at ``exp``. Then
+# a revoked refresh token: an alert, capture until the access token runs out, then
+# ``auth_failed``, and ``obpipe token set`` heals it without a restart.
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Trades end to end: simulator → ingestor → Redis → writer → trades CSV, across reconnect
-backfills, then finalize_day on the files the writer produced (RQ SimpleWorker, burst)."""
+"""Trades go end to end into the trades CSV exactly once across reconnect backfills, and finalize_day verifies those files."""
 
 from __future__ import annotations
 

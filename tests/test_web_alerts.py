@@ -1,6 +1,4 @@
-"""The page's alerts: ``/api/status`` ``alerts`` and ``/api/alerts`` show active conditions and
-recent alerts with their delivery state, the page has its section, ``/metrics`` counts sends,
-and no alert URL ever appears."""
+"""The page, /api/status, /api/alerts and /metrics show alerts with their delivery state, and never an alert URL."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""The web app's views through ``app.test_client()`` against fakeredis.
+"""The web app's views through ``app.test_client()`` against fakeredis."""
 
-Every endpoint, its JSON shape, the security headers, the admin-token refusals (401/403),
-invalid tickers (400 naming them), unknown things (404) and Redis outages (503).
-"""
+# Every endpoint, its JSON shape, the security headers, the admin-token refusals (401/403),
+# invalid tickers (400 naming them), unknown things (404) and Redis outages (503).
 
 from __future__ import annotations
 

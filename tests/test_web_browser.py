@@ -1,14 +1,13 @@
-"""The status page in headless Chromium against the real pipeline.
+"""The status page in headless Chromium against the real pipeline."""
 
-The simulator, an ingestor, a writer and the web app run as real processes on the session's
-redis-server; Playwright drives Debian's Chromium (never a downloaded browser). The test
-watches the badge turn green, the counts rise, the depth ladder draw, ticker control refused
-without the admin token and working with it, the Days section list today's scheduled
-finalize job and queue one for a past day, the badge turn amber when the feed goes away,
-and the "data stale" banner when the web process stops. It saves the page at 1280 px and
-390 px as ``status-1280.png`` and ``status-390.png`` in a temporary folder, or in
-``$OBPIPE_SCREENSHOTS_DIR`` (``make screenshots`` sets it to ``docs/``, shown in the README).
-"""
+# The simulator, an ingestor, a writer and the web app run as real processes on the session's
+# redis-server; Playwright drives Debian's Chromium (never a downloaded browser). The test watches
+# the badge turn green, the counts rise, the depth ladder draw, ticker control refused without the
+# admin token and working with it, the Days section list today's scheduled finalize job and queue
+# one for a past day, the badge turn amber when the feed goes away, and the "data stale" banner
+# when the web process stops. It saves the page at 1280 px and 390 px as ``status-1280.png`` and
+# ``status-390.png`` in a temporary folder, or in ``$OBPIPE_SCREENSHOTS_DIR`` (``make
+# screenshots`` sets it to ``docs/``, shown in the README).
 
 from __future__ import annotations
 

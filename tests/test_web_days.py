@@ -55,7 +55,7 @@ def client(fake: fakeredis.FakeRedis, clock: Clock, data_dir: Path) -> FlaskClie
 def manifest(
     day: str, *, problems: tuple[str, ...] = (), compressed: bool = False
 ) -> dict[str, Any]:
-    """A manifest shaped like ``writer.manifest.build`` + ``finalize_day`` write it."""
+    """A manifest shaped like ``jobs.manifest.build`` + ``finalize_day`` write it."""
     files = [
         {
             "path": f"{kind}/{day}_{code}.csv",
@@ -209,7 +209,7 @@ def test_days_notice_a_rewritten_manifest(
 def test_days_show_volume_coverage_and_flag_it_under_the_floor(
     client: FlaskClient, data_dir: Path
 ) -> None:
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "2026-02-27": {"volume_coverage_pct": 100.0, "below": [], "unknown": []},
         "2026-02-26": {"volume_coverage_pct": 99.95, "below": ["TLKM"], "unknown": ["GOTO"]},
         "2026-02-25": {"volume_coverage_pct": 97.5, "below": [], "unknown": []},

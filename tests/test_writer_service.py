@@ -1,13 +1,12 @@
-"""The writer process end to end: real redis-server, writer subprocesses, kill -9, rebalancing.
+"""The writer process end to end: real redis-server, writer subprocesses, kill -9, rebalancing."""
 
-The streams are fed by XADDing records made the way the ingestor makes them
-(``pipeline.records.from_book`` / ``from_trade`` on frames) from the simulator's market model
-(``simulator.market.Market``) on a virtual clock that crosses midnight WIB, with a share of
-each record XADDed twice (as two replicated ingestors would), some odd lots, trades and gap
-records. The audit rebuilds every file from the list of what was XADDed with an independent
-formatter and compares bytes: every snapshot exactly once, in order, no partial line. One
-writer runs under an open-file limit of 64 with 100 tickers' files to keep.
-"""
+# The streams are fed by XADDing records made the way the ingestor makes them
+# (``pipeline.records.from_book`` / ``from_trade`` on frames) from the simulator's market model
+# (``simulator.market.Market``) on a virtual clock that crosses midnight WIB, with a share of each
+# record XADDed twice (as two replicated ingestors would), some odd lots, trades and gap records.
+# The audit rebuilds every file from the list of what was XADDed with an independent formatter and
+# compares bytes: every snapshot exactly once, in order, no partial line. One writer runs under an
+# open-file limit of 64 with 100 tickers' files to keep.
 
 from __future__ import annotations
 
