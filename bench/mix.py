@@ -46,7 +46,8 @@ from stockbit.timestamps import WIB
 COST_PACE = 8_000
 COST_RUNS = int(os.environ.get("BENCH_MIX_COST_RUNS", "3"))
 PACES = tuple(
-    int(p) for p in os.environ.get("BENCH_MIX_PACES", "14000,16000,18000,20000,22000").split(",")
+    int(p)
+    for p in os.environ.get("BENCH_MIX_PACES", "14000,16000,18000,20000,22000,24000").split(",")
 )
 WARMUP_S = 3.0
 MEASURE_S = float(os.environ.get("BENCH_MIX_SECONDS", "10"))

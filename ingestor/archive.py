@@ -67,8 +67,10 @@ REPORT_S = 5.0
 """How often the alert condition is raised again (or cleared) from :meth:`Archive.trouble`."""
 REPORT_TTL_S = 60.0
 """The condition lapses this long after the last raise (an ingestor that died cannot clear)."""
-QUEUE_BYTES = 64 * 1024 * 1024
-"""Frame bytes the writer thread may be behind by before batches are dropped (and counted)."""
+QUEUE_BYTES = 32 * 1024 * 1024
+"""Frame bytes the writer thread may be behind by before batches are dropped (and counted):
+10 s of a whole-market feed's raw bytes, 1 s of the benchmarks' max rate; it is also the
+archive's worst-case memory beside zstd's ~10 MiB."""
 RETRY_S = (5.0, 60.0)
 """Backoff after a write error: first retry, longest wait."""
 RECENT_DROP_S = 60.0
