@@ -93,6 +93,9 @@ class Ingestor:
             PING_INTERVAL_S="0.5",
             DEAD_AFTER_S="5",
             LOG_LEVEL="DEBUG",
+            # The raw archive is on by default: its files go under the test's own folder.
+            DATA_DIR=str(workdir / "data"),
+            RAW_MIN_FREE_MB="100",
         )
         environment.update(env)
         with self.log_path.open("ab") as log:
@@ -693,6 +696,7 @@ def test_the_data_watchdog_resubscribes_then_reconnects_a_muted_feed(
         stockbit_token_file=token_file(tmp_path),
         tickers=("BBCA", "TLKM"),
         process_id="ing-w",
+        data_dir=tmp_path / "data",  # the raw archive writes there
         heartbeat_s=0.2,
         status_ttl_s=5,
         ping_interval_s=0.5,
