@@ -256,6 +256,7 @@ class FeedProtocol:
         self._ours: tuple[tuple[str, ...], frozenset[str]] = ((), frozenset())
         """:attr:`tickers` as a set (rebuilt when the tuple changes), for counted frames."""
         self._book = packer.book
+        self._tape = packer.tape
         self._source = packer.source.decode()
         self._credentials: Credentials | None = None
         self._open = False
@@ -476,12 +477,17 @@ class FeedProtocol:
         if self._awaiting_data:
             return self._first(frame, received)
         if type(frame) is bytes:
-            # The packer checks the book tag itself: no second look at the first byte here.
+            # The packer checks the tags itself: no second look at the first byte here.
             entry = self._book(frame, received)
             if entry is not None:
                 self._quiet = now
                 self._quiet_from = received
                 return (entry,)
+            entries = self._tape(frame, received)
+            if entries is not None:
+                self._quiet = now
+                self._quiet_from = received
+                return entries
         return self._slow(frame, received)
 
     def _first(self, frame: bytes | str, received: bytes) -> list[Event]:
@@ -489,11 +495,14 @@ class FeedProtocol:
         # any error frame: the next frame decides). A stale gap needs a data frame to end.
         self._data_seen = False
         body: list[Event] = []
-        entry = self._book(frame, received) if type(frame) is bytes else None
-        if entry is not None:
+        fast: Sequence[Entry] | None = None
+        if type(frame) is bytes:
+            entry = self._book(frame, received)
+            fast = (entry,) if entry is not None else self._tape(frame, received)
+        if fast is not None:
             self._quiet = self._life
             self._data_seen = True
-            body.append(entry)
+            body.extend(fast)
         else:
             body.extend(self._slow(frame, received))
         error = isinstance(frame, bytes) and frame[:1] == _ERROR_PREFIX

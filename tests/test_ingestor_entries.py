@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestor.entries import BID, OFFER, TRADE, Entry, EntryPacker, ReceivedClock, command
+from ingestor.entries import BID, OFFER, PRICE, TRADE, Entry, EntryPacker, ReceivedClock, command
 from pipeline import records
 from pipeline.keys import Keys
 from stockbit import wire, wrapper
 from stockbit.book import Level, format_body
 from stockbit.errors import ProtocolError
-from stockbit.messages import OrderBook, RunningTrade, TradeBatch
+from stockbit.messages import LivePrice, OrderBook, RunningTrade, TradeBatch
 
 KEYS = Keys("obpipe:", 16)
 RECEIVED = b"2026-03-02T10:15:30.654321+07:00"
@@ -204,3 +204,219 @@ def test_unknown_varint_fields_are_skipped_like_the_decoder() -> None:
     extended = wire.len_field(10, inner)
     entry = pk.book(extended, RECEIVED)
     assert entry is not None and entry == slow(extended, pk)
+
+
+# ---- trades and live prices ----------------------------------------------------------------
+
+
+def slow_tape(frame: bytes, pk: EntryPacker) -> list[Entry]:
+    """The ordinary path for a trade batch, a single print or a LivePrice (raises on any fault)."""
+    message = wrapper.decode(frame)
+    if isinstance(message, TradeBatch | RunningTrade):
+        prints = message.trades if isinstance(message, TradeBatch) else (message,)
+        return [pk.record(records.from_trade(t, NOW, "ing-1"), RECEIVED) for t in prints]
+    assert isinstance(message, LivePrice)
+    return [pk.record(records.from_liveprice(message, NOW, "ing-1"), RECEIVED)]
+
+
+def a_print(**changes: object) -> RunningTrade:
+    fields: dict[str, object] = {
+        "time": datetime(2026, 3, 2, 3, 15, 30, 123456, tzinfo=UTC),
+        "code": "TLKM",
+        "price": 3300.0,
+        "shares": 50_000.0,
+        "action": 1,
+        "trade_number": 777,
+        "board": 1,
+        "value": 165_000_000.0,
+    }
+    fields.update(changes)
+    return RunningTrade(**fields)  # type: ignore[arg-type]
+
+
+def a_price(time_text: str = "2026-03-02T10:15:30.123456789+07:00", **changes: object) -> bytes:
+    fields: dict[str, object] = {
+        "code": "BBCA",
+        "last": 8200.0,
+        "shares": 1_234_500.0,
+        "high": 8300.0,
+        "low": 8100.0,
+        "open": 8150.0,
+        "frequency": 4321.0,
+        "previous": 8125.0,
+        "value": 1.0e10,
+        "average": 8201.37,
+        "foreign_buy": 1000.0,
+        "foreign_sell": 2000.0,
+    }
+    fields.update(changes)
+    return wrapper.encode_liveprice(LivePrice(**fields), time_text=time_text)  # type: ignore[arg-type]
+
+
+def test_trade_batch_fast_path_matches_the_record_fields() -> None:
+    pk = packer()
+    frame = wrapper.encode_trade_batch([a_print(), a_print(trade_number=778, price=3312.5)])
+    entries = pk.tape(frame, RECEIVED)
+    assert entries is not None and list(entries) == slow_tape(frame, pk)
+    assert [e.kind for e in entries] == [TRADE, TRADE]
+    assert b"$1\r\np\r\n$6\r\n3312.5\r\n" in entries[1].command
+    assert b"2026-03-02T10:15:30.123456+07:00" in entries[0].command
+
+
+def test_single_print_and_live_price_take_the_fast_path() -> None:
+    pk = packer()
+    single = wire.len_field(wrapper.F_TRADE, wrapper.encode_trade(a_print()))
+    for frame in (single, a_price(), a_price(sequence=2**40), a_price(sequence=0)):
+        entries = pk.tape(frame, RECEIVED)
+        assert entries is not None and list(entries) == slow_tape(frame, pk)
+    (price,) = pk.tape(a_price(sequence=12), RECEIVED) or ()
+    assert price.kind == PRICE and price.levels == b"8200;8125;1234500"
+    assert price.command.startswith(b"*40\r\n") and b"$1\r\nq\r\n$2\r\n12\r\n" in price.command
+
+
+def test_tape_declines_what_it_does_not_check() -> None:
+    pk = packer()
+    for frame in (
+        book_frame(),
+        wrapper.encode_pong(),
+        wrapper.encode_trade_batch([]),  # empty batch: nothing to store either way
+        wrapper.encode_trade_batch([a_print(time=None)]),  # no time: the decoder refuses it
+        wrapper.encode_trade_batch([a_print(), a_print(code="")]),  # one bad print, whole frame
+        wrapper.encode_trade_batch([a_print(time=datetime(1999, 12, 31, tzinfo=UTC))]),
+        wrapper.encode_trade_batch([a_print(code="ÜNIC")]),
+        a_price(time_text="2026-03-02T03:15:30.123Z"),  # another offset
+        a_price(time_text="2026-02-30T10:15:30.1+07:00"),  # no such day
+        a_price(sequence=-1),  # int64 -1: ten bytes on the wire
+        a_price(code=""),
+        wrapper.encode_trade_batch([a_print()])[:-2],  # truncated
+    ):
+        assert pk.tape(frame, RECEIVED) is None
+
+
+def test_unknown_fields_are_skipped_like_the_decoder() -> None:
+    pk = packer()
+    body = (
+        wrapper.encode_trade(a_print())
+        + wire.varint_field(6, 3)
+        + wire.str_field(7, "YP")
+        + wire.tag(8, wire.FIXED32)
+        + b"\x01\x02\x03\x04"
+        + wire.double_field(12, 1.5)
+    )
+    frame = wire.len_field(wrapper.F_TRADE_BATCH, wire.len_field(1, body))
+    entries = pk.tape(frame, RECEIVED)
+    assert entries is not None and list(entries) == slow_tape(frame, pk)
+    price = a_price()
+    inner = price[2:] if price[1] < 0x80 else price[3:]
+    extended = wire.len_field(wrapper.F_LIVEPRICE, inner + wire.varint_field(12, 9))
+    got = pk.tape(extended, RECEIVED)
+    assert got is not None and list(got) == slow_tape(extended, pk)
+    # A known field with the wrong wire type fails in the decoder, so the fast path declines.
+    wrong = wire.len_field(wrapper.F_LIVEPRICE, inner + wire.varint_field(2, 9))
+    assert pk.tape(wrong, RECEIVED) is None
+
+
+doubles = st.one_of(
+    st.integers(0, 10**12).map(float),
+    st.floats(min_value=0, max_value=1e15, allow_nan=False),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+epochs = st.one_of(
+    st.integers(1_700_000_000, 1_900_000_000),
+    st.integers(0, 2**40),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prints=st.lists(
+        st.builds(
+            RunningTrade,
+            time=st.one_of(
+                st.none(),
+                st.builds(
+                    lambda seconds, micros: datetime.fromtimestamp(seconds, UTC).replace(
+                        microsecond=micros
+                    ),
+                    st.integers(0, 4_200_000_000),
+                    st.integers(0, 999_999),
+                ),
+            ),
+            code=st.one_of(codes, st.just(""), st.just("ÄBC")),
+            price=doubles,
+            shares=doubles,
+            action=st.integers(0, 3),
+            trade_number=st.integers(0, 2**64 - 1),
+            board=st.integers(0, 2**63),
+            value=doubles,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_trade_fast_path_is_equivalent_to_the_decoder(prints: list[RunningTrade]) -> None:
+    pk = packer()
+    frame = wrapper.encode_trade_batch(prints)
+    fast = pk.tape(frame, RECEIVED)
+    try:
+        expected = slow_tape(frame, pk)
+    except ProtocolError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert list(fast) == expected
+    common = all(
+        p.code.isascii()
+        and p.time is not None
+        and 2000 <= p.time.year < 2100
+        and p.trade_number < 2**63
+        and p.board < 2**63
+        for p in prints
+    )
+    assert (fast is not None) == common
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    figures=st.lists(doubles, min_size=11, max_size=11),
+    code=st.one_of(codes, st.just(""), st.just("ÄBC")),
+    time_text=times,
+    sequence=st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+)
+def test_live_price_fast_path_is_equivalent_to_the_decoder(
+    figures: list[float], code: str, time_text: str, sequence: int | None
+) -> None:
+    pk = packer()
+    names = "last shares high low open frequency previous value average foreign_buy foreign_sell"
+    values = dict(zip(names.split(), figures, strict=True))
+    frame = a_price(time_text, code=code, sequence=sequence, **values)
+    fast = pk.tape(frame, RECEIVED)
+    try:
+        expected = slow_tape(frame, pk)
+    except ProtocolError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert list(fast) == expected
+    if time_text.endswith("+07:00") and "." in time_text and code.isascii():
+        assert (fast is None) == (sequence is not None and sequence < 0)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), which=st.sampled_from(["batch", "price"]))
+def test_corrupted_tape_frames_never_pass_differently(data: st.DataObject, which: str) -> None:
+    pk = packer()
+    clean = (
+        wrapper.encode_trade_batch([a_print(), a_print(trade_number=9)])
+        if which == "batch"
+        else a_price(sequence=77)
+    )
+    frame = bytearray(clean)
+    for _ in range(data.draw(st.integers(1, 4))):
+        index = data.draw(st.integers(0, len(frame) - 1))
+        frame[index] = data.draw(st.integers(0, 255))
+    raw = bytes(frame)
+    fast = pk.tape(raw, RECEIVED)
+    if fast is None:
+        return
+    assert list(fast) == slow_tape(raw, pk)
