@@ -178,6 +178,7 @@ def _simulate(args: argparse.Namespace) -> int:
         journal=args.journal,
         seed=args.seed,
         lenient=args.lenient,
+        prints_per_batch=args.prints_per_batch,
         faults=Faults(
             drop_every=args.drop_every,
             malformed_every=args.malformed_every,
@@ -581,6 +582,14 @@ def _add_simulate(sub: Any) -> None:
         default=1.0,
         help="book snapshots per second per ticker side, and trade batches per second per "
         "ticker (%(default)s)",
+    )
+    market.add_argument(
+        "--prints-per-batch",
+        type=_positive_int,
+        metavar="N",
+        help="prints in every live trade batch, each batch followed by its LivePrice "
+        "(default: 1, 2 or 3 drawn 6:3:1, about 1.5 prints per LivePrice); 1 gives one "
+        "LivePrice per print",
     )
     market.add_argument(
         "--max-rate",

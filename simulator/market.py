@@ -301,10 +301,18 @@ class Market:
     """Books and trades of every ticker anyone asked for, created on first use."""
 
     def __init__(
-        self, clock: Clock, rng: random.Random, levels: int = 60, walk: bool = True
+        self,
+        clock: Clock,
+        rng: random.Random,
+        levels: int = 60,
+        walk: bool = True,
+        prints_per_batch: int | None = None,
     ) -> None:
         if levels < 1:
             raise ValueError("levels must be at least 1")
+        if prints_per_batch is not None and prints_per_batch < 1:
+            raise ValueError("prints_per_batch must be at least 1")
+        self._batch = prints_per_batch
         self._clock = clock
         self._rng = rng
         self._levels = levels
@@ -484,9 +492,10 @@ class Market:
     # ---- trades ----------------------------------------------------------------------------
 
     def trades(self, code: str) -> Tape:
-        """A live batch of 1–3 prints at the current touch (occasionally a negotiated print)."""
+        """A live batch of 1–3 prints (or the fixed count the market was given) at the current
+        touch (occasionally a negotiated print)."""
         state = self.ticker(code)
-        count = self._rng.choices((1, 2, 3), weights=(6, 3, 1))[0]
+        count = self._batch or self._rng.choices((1, 2, 3), weights=(6, 3, 1))[0]
         now = self._clock.now_ns()
         prints = self._prints(state, now, count, numbered_at=now)
         state.tape.extend(prints)

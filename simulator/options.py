@@ -66,6 +66,8 @@ class Options:
     lenient: bool = False
     """Stream a code's order book even without liveprice, iepiev and best_bid_offer for it
     on the same connection (the real server is believed not to: strict is the default)."""
+    prints_per_batch: int | None = None
+    """Prints in every live trade batch; None draws 1–3 per batch."""
     faults: Faults = Faults()
 
     def __repr__(self) -> str:

@@ -106,7 +106,11 @@ class FeedServer:
         self._rng = random.Random(options.seed)
         self.clock = VirtualClock(options.clock_start, options.clock_speed)
         self.market = Market(
-            self.clock, self._rng, levels=options.levels, walk=not options.max_rate
+            self.clock,
+            self._rng,
+            levels=options.levels,
+            walk=not options.max_rate,
+            prints_per_batch=options.prints_per_batch,
         )
         self.journal = Journal(options.journal) if options.journal is not None else None
         self.feed: Feed | None = None

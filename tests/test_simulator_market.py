@@ -233,6 +233,21 @@ def test_seq_of_a_later_market_starts_above_an_earlier_one() -> None:
 # ---- trades ---------------------------------------------------------------------------------
 
 
+def test_a_fixed_batch_size_gives_that_many_prints_per_batch() -> None:
+    ticks = FakeMonotonic()
+    clock = VirtualClock(datetime.fromisoformat("2026-03-02T10:15:30+07:00"), monotonic_ns=ticks)
+    market = Market(clock, random.Random(3), prints_per_batch=1)
+    drawn, _ = make_market(seed=3)
+    sizes = set()
+    for _ in range(60):
+        ticks.advance(0.2)
+        assert len(market.trades("BBCA").prints) == 1
+        sizes.add(len(drawn.trades("BBCA").prints))
+    assert sizes == {1, 2, 3}
+    with pytest.raises(ValueError, match="prints_per_batch"):
+        Market(clock, random.Random(3), prints_per_batch=0)
+
+
 def test_trades_print_at_the_touch_with_rising_numbers() -> None:
     market, ticks = make_market()
     numbers: list[int] = [p.trade_number for p in market.recent("BBCA").prints]
