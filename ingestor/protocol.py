@@ -9,7 +9,7 @@ the wire). The shell (:mod:`ingestor.session`, :mod:`ingestor.service`) feeds it
   frame come back as :class:`Authenticate` and :class:`Subscribe` events to send;
 - :meth:`~FeedProtocol.receive` with every received frame, the monotonic time and the frame's
   receive time (WIB ISO-8601 bytes): order-book, trade and live-price frames come back as
-  :class:`~ingestor.entries.Entry` values (books through the entry packer's fast path),
+  :class:`~ingestor.entries.Entry` values (through the entry packer's fast paths when they apply),
   IEP/IEV and best-bid-offer frames as :class:`Tally` (counted per ticker, never stored), the
   rest as :class:`BadFrame`, :class:`ServerError`, :class:`AuthFailed` (a 401 error frame),
   and, on a connection's first frame that is not an error, :class:`GapClosed` (the outage the
@@ -466,9 +466,9 @@ class FeedProtocol:
     def receive(self, frame: bytes | str, now: float, received: bytes) -> Sequence[Event]:
         """One received frame, at monotonic ``now``, received at ``received`` (WIB ISO bytes).
 
-        An order-book frame in the common shape returns ``(entry,)`` straight from the entry
-        packer's fast path; everything else goes through the ordinary decoder. After
-        :class:`AuthFailed` the shell stops reading the connection.
+        An order-book, trade or LivePrice frame in the common shape returns its entries straight
+        from the entry packer's fast paths; everything else goes through the ordinary decoder.
+        After :class:`AuthFailed` the shell stops reading the connection.
         """
         stats = self.stats
         stats.frames += 1
