@@ -15,6 +15,7 @@ import io
 import re
 from decimal import Decimal, InvalidOperation
 from operator import itemgetter, mul
+from typing import cast
 
 from pipeline.records import GapRecord, PriceRecord
 from stockbit.book import SIDES, parse_levels
@@ -130,7 +131,10 @@ _CUT_00 = itemgetter(slice(None, -2))  # shares text → lots text when shares e
 _CANONICAL = re.compile(
     r"(?:[1-9][0-9]*;[1-9][0-9]*;[1-9][0-9]*00\|)*[1-9][0-9]*;[1-9][0-9]*;[1-9][0-9]*00"
 )
-_WIB_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\+07:00")
+WIB_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\+07:00")
+"""The normalised time form (:func:`normalise_time`): a text it matches is already final."""
+WIB_ISO_BYTES = re.compile(WIB_ISO.pattern.encode())
+"""The same, for undecoded stream fields (a match is ASCII, so it decodes)."""
 
 
 def normalise_time(text: str) -> str:
@@ -139,7 +143,7 @@ def normalise_time(text: str) -> str:
     Records already carry this form (pipeline.records), so the check is one regex match; any
     other ISO-8601 form (fewer digits, another offset) is converted, never the local clock.
     """
-    if _WIB_ISO.fullmatch(text):
+    if WIB_ISO.fullmatch(text):
         return text
     try:
         return wib_iso(parse_iso(text))
@@ -264,6 +268,84 @@ def price_row(price: PriceRecord, *, time: str, received: str) -> str:
         f"{_plain(previous)},{_plain(shares / LOT)},{_plain(value)},{_plain(frequency)},"
         f"{_plain(average)},{_plain(fbuy)},{_plain(fsell)},{received},{sequence}\n"
     )
+
+
+# Below 10**15 (< 2**53) every whole number is exactly a double, so its canonical digits are
+# already the shortest exact form the general path writes; longer texts take the float route.
+_EXACT_DIGITS = 15
+# A total value of up to 28 digits is exact in Decimal's default context; a longer product is
+# rounded there, and only the general path reproduces that rounding.
+_EXACT_PRODUCT = 10**28
+_SIDE_CELLS = {str(n).encode(): TRADE_SIDES.get(n, "") for n in range(10)}
+_BOARD_CELLS = {str(n).encode(): BOARDS.get(n, "") for n in range(10)}
+
+
+def figure(text: bytes) -> str | None:
+    """A wire number as :func:`price_row` writes it (shortest exact form, not negative), or
+    None where only the general path may decide (not a plain non-negative number, not ASCII).
+
+    The same text as ``Decimal(repr(float(text)))`` written plainly, without its arithmetic:
+    canonical digits up to 15 long are their own shortest form; otherwise ``repr`` of the
+    double is already shortest, so a positional one only loses a trailing ``.0``.
+    """
+    if text.isdigit() and len(text) <= _EXACT_DIGITS and (text[0] != 0x30 or len(text) == 1):
+        return text.decode()
+    if not text.isascii():
+        return None  # float() would read Unicode digits and spaces the fast path does not vet
+    try:
+        shortest = repr(float(text))
+    except ValueError:
+        return None
+    if not shortest[0].isdigit() or "e" in shortest:
+        return None  # negative, nan, inf or exponent form: the general path (and its error)
+    return shortest[:-2] if shortest.endswith(".0") else shortest
+
+
+def fast_trade_row(  # noqa: PLR0917 - positional: the writer calls it per print
+    time: str, price: bytes, shares: bytes, action: bytes, number: str, board: bytes, received: str
+) -> str | None:
+    """:func:`trade_row` of a print whose price and shares are plain whole numbers, in
+    integers; None for anything else (fractions, other codes, a product too long), which the
+    general path renders. ``number`` must be canonical digits, times normalised."""
+    side, board_text = _SIDE_CELLS.get(action), _BOARD_CELLS.get(board)
+    if (
+        side is None
+        or board_text is None
+        or not (price.isdigit() and len(price) <= _EXACT_DIGITS)
+        or not (shares.isdigit() and len(shares) <= _EXACT_DIGITS)
+    ):
+        return None
+    price_value, shares_value = int(price), int(shares)
+    total = price_value * shares_value
+    if total >= _EXACT_PRODUCT:
+        return None
+    return (
+        f"{time},{price_value},{lots_text(shares_value)},{total},{side},{number},"
+        f"{board_text},{received}\n"
+    )
+
+
+def fast_price_row(
+    numbers: list[bytes], *, time: str, received: str, sequence: str
+) -> tuple[str, str, str] | None:
+    """:func:`price_row` of a LivePrice from its eleven number texts in field order (``p o h
+    l y v x f a b s``), with no Decimal: (row, frequency cell, lots cell), or None where a
+    figure needs the general path (negative, not finite, exponent form, fractional shares).
+    ``sequence`` is the canonical text of field 19 or empty, times normalised."""
+    cells = [figure(n) for n in numbers]
+    if None in cells:
+        return None
+    last, open_, high, low, previous, shares, value, frequency, average, fbuy, fsell = cast(
+        list[str], cells
+    )
+    if not shares.isdigit():
+        return None
+    lots = lots_text(int(shares))
+    text = (
+        f"{time},{last},{open_},{high},{low},{previous},{lots},{value},{frequency},"
+        f"{average},{fbuy},{fsell},{received},{sequence}\n"
+    )
+    return text, frequency, lots
 
 
 def gap_row(gap: GapRecord) -> str:

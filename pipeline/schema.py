@@ -6,11 +6,13 @@ the same entries always give the same bytes. The row text itself is built by
 always its record's Jakarta exchange time, never the machine's clock.
 
 Entries arrive as raw ``[name, value, name, value, ...]`` byte lists (the writer reads
-undecoded replies, which is much cheaper than redis-py's per-entry dicts). A book entry in the
-layout :class:`pipeline.records.BookRecord` writes is taken apart positionally; anything else
-(trades, other field orders) goes through :func:`pipeline.records.parse`, the one definition
-of the entry format. Whatever cannot become rows raises :class:`EntryError` for the
-dead-letter stream.
+undecoded replies, which is much cheaper than redis-py's per-entry dicts). An entry in the
+layout :class:`pipeline.records.BookRecord`, ``TradeRecord`` or ``PriceRecord`` writes is taken
+apart positionally (trades and prices only when every field has its usual shape, with integer
+arithmetic instead of Decimal); anything else (other field orders, odd numbers, errors) goes
+through :func:`pipeline.records.parse`, the one definition of the entry format
+(:func:`render_general`, which the fast paths are tested against). Whatever cannot become rows
+raises :class:`EntryError` for the dead-letter stream.
 
 **Duplicates.** With ``REPLICATION`` > 1 the same snapshot (code, side, seq, exchange time),
 print (code, trade number, day) or LivePrice message reaches the stream once per ingestor, a
@@ -43,7 +45,9 @@ from pipeline.layout import (
 )
 from pipeline.records import (
     BOOK,
+    PRICE,
     SIDE_NAMES,
+    TRADE,
     BookRecord,
     GapRecord,
     PriceRecord,
@@ -56,8 +60,11 @@ from pipeline.rows import (
     GAP_HEADER,
     PRICE_HEADER,
     TRADE_HEADER,
+    WIB_ISO_BYTES,
     RowError,
     book_rows,
+    fast_price_row,
+    fast_trade_row,
     gap_row,
     normalise_time,
     price_row,
@@ -195,8 +202,20 @@ def tail_keys(kind: str, tail: str) -> list[Hashable]:
 _BOOK_NAMES = [
     name.encode() for name in BookRecord("X", "BID", 0, "", "", "", "").fields()
 ]  # the layout records.py writes: k c s q t l r i
+_TRADE_NAMES = [
+    name.encode() for name in TradeRecord("X", 0, 0.0, 0.0, 0, 0, 0.0, "", "", "").fields()
+]  # k c n p v a o x t r i
+_PRICE_NAMES = [
+    name.encode()
+    for name in PriceRecord(
+        "X", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, "", "", ""
+    ).fields()
+]  # k c p o h l y v x f a b s t r i
+_PRICE_SEQ_NAMES = [*_PRICE_NAMES[:13], b"q", *_PRICE_NAMES[13:]]  # with field 19: ... s q t r i
 _SIDES = {code.encode(): name for code, name in SIDE_NAMES.items()}
 _BOOK_KIND = BOOK.encode()
+_TRADE_KIND = TRADE.encode()
+_PRICE_KIND = PRICE.encode()
 _codes: set[str] = set()  # codes already validated (a path component: must be a ticker)
 
 
@@ -216,7 +235,8 @@ def _code(text: str) -> str:
 def render(fields: list[bytes]) -> Rendered:
     """One partition-stream entry → its rows; EntryError if it cannot be written."""
     try:
-        if fields[0::2] == _BOOK_NAMES and fields[1] == _BOOK_KIND:
+        names = fields[0::2]
+        if names == _BOOK_NAMES and fields[1] == _BOOK_KIND:
             # Fast path: the layout BookRecord.fields() writes, taken apart positionally.
             code_b, side_b, seq_b, time_b, levels_b, received_b = fields[3:15:2]
             side = _SIDES.get(side_b)
@@ -230,6 +250,24 @@ def render(fields: list[bytes]) -> Rendered:
                 levels=levels_b.decode(),
                 received=received_b.decode(),
             )
+        # Trades and prices in the layouts records.py writes, when every field is in its usual
+        # shape; they decline (None) anything else, which the general path decides.
+        fast: Rendered | None = None
+        if names == _TRADE_NAMES and fields[1] == _TRADE_KIND:
+            fast = _fast_trade(fields)
+        elif fields[1] == _PRICE_KIND and names in (_PRICE_NAMES, _PRICE_SEQ_NAMES):
+            fast = _fast_price(fields)
+        if fast is not None:
+            return fast
+    except (RecordError, RowError, UnicodeDecodeError, IndexError) as exc:
+        raise EntryError(str(exc)) from None
+    return render_general(fields)
+
+
+def render_general(fields: list[bytes]) -> Rendered:
+    """:func:`render` through :func:`pipeline.records.parse` alone, without the positional
+    fast paths: the reference they must agree with (rows, key, path and errors)."""
+    try:
         record = parse(_decoded(fields))
         if isinstance(record, BookRecord):
             return _book(
@@ -255,6 +293,73 @@ def _book(*, code: str, side: str, seq: str, time: str, levels: str, received: s
 
 def _decoded(fields: list[bytes]) -> dict[str, str]:
     return {fields[i].decode(): fields[i + 1].decode() for i in range(0, len(fields), 2)}
+
+
+def _canonical(digits: bytes) -> bool:
+    # What str(int(text)) gives back unchanged: ASCII digits without a leading zero.
+    return digits.isdigit() and (digits[0] != 0x30 or len(digits) == 1)
+
+
+def _fast_trade(fields: list[bytes]) -> Rendered | None:
+    """A trade entry in the layout TradeRecord.fields() writes, taken apart positionally.
+
+    None (the general path decides, errors included) unless every field is in the usual
+    shape; then the rows, key and path are those of :func:`_trade`. Whatever can still raise
+    here (the ticker check) raises as it would there, every other check having passed.
+    """
+    if len(fields) != 2 * len(_TRADE_NAMES):
+        return None  # a name without its value
+    code_b, number_b, price_b, shares_b, action_b, board_b, value_b, time_b, received_b = fields[
+        3:21:2
+    ]
+    if (
+        not WIB_ISO_BYTES.fullmatch(time_b)
+        or not WIB_ISO_BYTES.fullmatch(received_b)
+        or not _canonical(number_b)
+        or not value_b.isdigit()  # unused in the row, but parse() insists it is a number
+        or not code_b.isascii()
+        or not fields[21].isascii()  # the source: parse() decodes it
+    ):
+        return None
+    time, number = time_b.decode(), number_b.decode()
+    text = fast_trade_row(time, price_b, shares_b, action_b, number, board_b, received_b.decode())
+    if text is None:
+        return None
+    return Rendered(trade_file(day_of_stamp(time), _code(code_b.decode())), number, text, 1)
+
+
+def _fast_price(fields: list[bytes]) -> Rendered | None:
+    """A LivePrice entry in the layout PriceRecord.fields() writes (with or without ``q``),
+    taken apart positionally; None (the general path decides) unless in the usual shape.
+
+    The key is built from the same cells as the row, as :func:`price_keys` reads them back.
+    """
+    numbers = fields[5:27:2]
+    if len(fields) == 2 * len(_PRICE_NAMES):  # no field 19
+        sequence = ""
+        time_b, received_b, source_b = fields[27::2]
+    elif len(fields) == 2 * len(_PRICE_SEQ_NAMES):
+        sequence_b, time_b, received_b, source_b = fields[27::2]
+        if sequence_b and not _canonical(sequence_b):
+            return None
+        sequence = sequence_b.decode()
+    else:
+        return None  # a name without its value
+    code_b = fields[3]
+    if (
+        not WIB_ISO_BYTES.fullmatch(time_b)
+        or not WIB_ISO_BYTES.fullmatch(received_b)
+        or not code_b.isascii()
+        or not source_b.isascii()
+    ):
+        return None
+    time, received = time_b.decode(), received_b.decode()
+    out = fast_price_row(numbers, time=time, received=received, sequence=sequence)
+    if out is None:
+        return None
+    text, frequency, lots = out
+    key = price_key(time, frequency, lots, sequence)
+    return Rendered(price_file(day_of_stamp(time), _code(code_b.decode())), key, text, 1)
 
 
 def _trade(record: TradeRecord) -> Rendered:

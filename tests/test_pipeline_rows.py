@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -16,8 +17,12 @@ from pipeline.rows import (
     BOOK_HEADER,
     TRADE_HEADER,
     RowError,
+    _decimal,
     _Memo,
+    _plain,
     book_rows,
+    fast_trade_row,
+    figure,
     gap_row,
     lots_text,
     normalise_time,
@@ -155,3 +160,64 @@ def test_level_memo_and_direct_paths_agree_and_switch() -> None:
     memo.off_for = 1
     book_rows(T, "OFFER", "1", R, texts[0])
     assert memo.on  # tried again after a while
+
+
+def _exact_figure(text: bytes) -> str | None:
+    """What price_row writes for a wire number (None: it refuses it), the Decimal way."""
+    try:
+        return _plain(_decimal(repr(float(text.decode()))))
+    except (RowError, ValueError):
+        return None
+
+
+wide_floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=0, max_value=1e6),
+    st.integers(0, 2**80).map(float),
+    st.sampled_from([0.0, -0.0, 1e-5, 0.0001, 0.1, 99.5, 1e15, 1e16 - 2, 1e16, 2.0**53 + 2]),
+)
+
+
+@given(value=wide_floats, form=st.sampled_from(["repr", "number", "str"]))
+def test_figure_is_the_decimal_form_of_the_double(value: float, form: str) -> None:
+    if form == "number":  # as records.py writes: whole numbers without ".0"
+        text = str(int(value)) if value.is_integer() else repr(value)
+    else:
+        text = repr(value) if form == "repr" else f"{value:f}"
+    fast = figure(text.encode())
+    if fast is not None:
+        assert fast == _exact_figure(text.encode())
+    elif 0 <= value < 1e16 and (value.is_integer() or 1e-4 <= value) and repr(value)[0] != "-":
+        raise AssertionError(f"{text!r} should not need the general path")
+
+
+@given(text=st.one_of(st.binary(max_size=20), st.integers(0, 10**30).map(lambda n: b"%d" % n)))
+def test_figure_of_any_text_agrees_or_declines(text: bytes) -> None:
+    fast = figure(text)
+    if fast is not None:
+        assert fast == _exact_figure(text)
+
+
+@given(
+    price=st.one_of(st.integers(0, 10**6), st.integers(0, 10**16)),
+    shares=st.one_of(st.integers(0, 10**9), st.integers(0, 10**16)),
+    action=st.integers(0, 9),
+    board=st.integers(0, 9),
+)
+def test_integer_trade_rows_are_the_decimal_rows(
+    price: int, shares: int, action: int, board: int
+) -> None:
+    fast = fast_trade_row(T, b"%d" % price, b"%d" % shares, b"%d" % action, "55", b"%d" % board, R)
+    exact = trade_row(
+        time=T, price=str(price), shares=str(shares), action=action, trade_number=55,
+        board=board, received=R,
+    )  # fmt: skip
+    if fast is not None:
+        assert fast == exact
+    elif price < 10**15 and shares < 10**15:
+        assert price * shares >= 10**28  # only a product Decimal would round is declined
+    # lots and the total stay exact: lots × 100 is the shares, total the product.
+    cells = exact.split(",")
+    assert Decimal(cells[2]) * 100 == shares
+    if price * shares < 10**28:
+        assert cells[3] == str(price * shares)
