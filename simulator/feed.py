@@ -7,7 +7,10 @@ frames, and per-(ticker, side) seqs never skip on any connection.
 Normal mode: each (ticker, side) gets a snapshot every ~1/rate seconds (jittered ±50 %), and
 each ticker a trade batch at Poisson rate ``rate``. Max-rate mode: book frames go out as fast as
 the slowest subscriber drains, round-robin over the subscribed (ticker, side) pairs, in
-batches; trades keep their normal schedule.
+batches; trades keep their normal schedule, but their frames (and their LivePrice) go out with
+the next round of books, in its one write per connection, as a busy server's writes carry
+whatever channels were due. Written one by one they cost the client a wake-up each, which
+its books, arriving 256 to a write, do not: the two would not be compared on equal terms.
 
 Beside books and trades, in both modes: a LivePrice (wrapper 9) after every match batch, with
 the session figures that batch left; a best-bid-offer frame (13) whenever a snapshot moved the
@@ -77,6 +80,10 @@ class Feed:
         self._press = BookPress(market)
         self._wake = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
+        self._pumping = False
+        """Max-rate mode, books streaming: the pump's rounds carry the tape's frames too."""
+        self._riders: set[Link] = set()
+        """Links with tape or LivePrice frames queued for the pump's next write."""
         self.book_frames = 0
         self.trade_frames = 0
         self.price_frames = 0
@@ -205,7 +212,12 @@ class Feed:
                 self.price_frames += 1
                 for link in prices:
                     link.data(payload, figures)
-            self._flush(links | prices)
+            if self._pumping:
+                # Max-rate mode: the frames ride with the next round of books (one write,
+                # within one round), as a busy server's do, instead of a write per batch.
+                self._riders |= links | prices
+            else:
+                self._flush(links | prices)
 
         self._guarded(once)
         self._reschedule(
@@ -283,7 +295,10 @@ class Feed:
                     for side in SIDES
                 ]
                 links = list({link for _, _, targets in pairs for link in targets})
+            self._pumping = bool(pairs)
             if not pairs:
+                self._flush(self._riders)
+                self._riders.clear()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -302,6 +317,9 @@ class Feed:
             self.book_frames += MAX_RATE_BATCH
             for link in links:
                 link.flush()
+            if self._riders:
+                self._flush(self._riders)  # those without books of their own
+                self._riders.clear()
             for link in links:
                 await link.drain()
             if self._pace is not None:

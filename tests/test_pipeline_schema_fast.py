@@ -1,5 +1,4 @@
-"""Trade and LivePrice entries: the positional fast paths give exactly what the general path
-gives (rows, key, path, and the same rejections), and the keys agree with the files' tails."""
+"""Trade and LivePrice entries: the writer's fast paths render exactly as the general path."""
 
 from __future__ import annotations
 

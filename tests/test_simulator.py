@@ -664,6 +664,30 @@ def test_max_rate_floods_distinct_frames(tmp_path: Path) -> None:
         assert len(last) == 4
 
 
+@pytest.mark.e2e
+def test_max_rate_tape_rides_the_book_rounds(tmp_path: Path) -> None:
+    """The tape keeps its schedule in max-rate mode, its frames carried by the book writes;
+    a client with the tape and no books still gets it written on its own."""
+    with start_sim(tmp_path, "--max-rate", "--pace", "2000", "--rate", "20") as sim:
+
+        async def scenario() -> tuple[list[ServerFrame], list[ServerFrame]]:
+            ws = await open_feed(sim, books=("BBCA",), trades=("BBCA",))
+            tape_only = await open_feed(sim, books=(), trades=("TLKM",))
+            both = await asyncio.gather(frames_for(ws, 2.0), frames_for(tape_only, 2.0))
+            await ws.close()
+            await tape_only.close()
+            return decoded(both[0]), decoded(both[1])
+
+        frames, tape_only = asyncio.run(scenario())
+    batches = [b for b in batches_of(frames) if b.trades and b.trades[0].code == "BBCA"]
+    assert len(books_of(frames)) >= 2000
+    assert len(batches) >= 15, "about 20 batches a second keep flowing between the books"
+    numbers = [t.trade_number for b in batches for t in b.trades]
+    assert numbers == sorted(set(numbers))
+    assert len(batches_of(tape_only)) >= 15
+    assert books_of(tape_only) == []
+
+
 # ---- e2e: strict mode, live prices, auctions ---------------------------------------------------
 
 
