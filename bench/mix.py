@@ -194,8 +194,10 @@ def run() -> str:
         "adds the running-trade tape and LivePrice, one LivePrice per print (`--prints-per-batch "
         f"1`), offered at one print per {BOOKS_PER_PRINT} book frames (`--rate "
         f"N/{len(TICKERS) * BOOKS_PER_PRINT}`; the simulator's timers deliver somewhat fewer, "
-        "see the trade and LivePrice columns), and the raw archive. *Kept up*: ≥ 97 % of the "
-        "offered books ingested and committed, writer lag under 1 s at the end.",
+        "see the trade and LivePrice columns), and the raw archive. In max-rate mode the "
+        "simulator writes the tape's frames with its next round of 256 books, as it writes the "
+        "books (`simulator/feed.py`). *Kept up*: ≥ 97 % of the offered books ingested and "
+        "committed, writer lag under 1 s at the end.",
         "",
         f"**Cost** at {COST_PACE:,} book frames/s offered, a rate every configuration keeps "
         "up with, so the figures are the work each does rather than how it copes with "
