@@ -127,6 +127,47 @@ _EPOCH_MIN = 946_684_800
 _EPOCH_MAX = 4_102_444_800
 
 
+def _body(frame: bytes, end: int) -> int:
+    """Where the wrapper's one message starts (after its tag and length), or -1 when the
+    length is not the rest of the frame. One or two length bytes cover every frame up to
+    16 KiB; longer ones take the ordinary decoder."""
+    length = frame[1]
+    pos = 2
+    if length >= 0x80:
+        second = frame[2]
+        if second >= 0x80:
+            return -1
+        length = (length & 0x7F) | (second << 7)
+        pos = 3
+    return pos if pos + length == end else -1
+
+
+def _varint(frame: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(value, next position) of the varint at ``pos``; value -1 when it runs past ``end``
+    or reaches 2**63 (a negative int64, or garbage: the ordinary decoder decides)."""
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end or shift > 56:
+            return -1, pos
+        byte = frame[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _span(frame: bytes, pos: int, end: int) -> int:
+    """The end of the length-prefixed value at ``pos`` (a one-byte length: no code or time
+    is longer), or -1 when the length takes more bytes or runs past ``end``."""
+    size = frame[pos]
+    stop = pos + 1 + size
+    if size >= 0x80 or stop > end:
+        return -1
+    return stop
+
+
 class Entry(NamedTuple):
     """One stream entry ready to send, plus what the per-ticker figures need."""
 
@@ -214,16 +255,8 @@ class EntryPacker:
         end = len(frame)
         if end < 3 or frame[0] != BOOK_TAG:
             return None
-        # Wrapper length: one or two varint bytes cover every frame up to 16 KiB.
-        length = frame[1]
-        pos = 2
-        if length >= 0x80:
-            second = frame[2]
-            if second >= 0x80:
-                return None
-            length = (length & 0x7F) | (second << 7)
-            pos = 3
-        if pos + length != end:
+        pos = _body(frame, end)
+        if pos < 0:
             return None
         code = body = stamp = itch = b""
         seq = 0
@@ -365,15 +398,8 @@ class EntryPacker:
         tag = frame[0]
         if tag not in _TAPE_TAGS:
             return None
-        length = frame[1]
-        pos = 2
-        if length >= 0x80:
-            second = frame[2]
-            if second >= 0x80:
-                return None
-            length = (length & 0x7F) | (second << 7)
-            pos = 3
-        if pos + length != end:
+        pos = _body(frame, end)
+        if pos < 0:
             return None
         if tag == LIVEPRICE_TAG:
             entry = self._price(frame, pos, end, received)
@@ -427,17 +453,9 @@ class EntryPacker:
                     value = _double(frame, pos)[0]
                 pos += 8
             elif wire_type == 0:
-                result = 0
-                shift = 0
-                while True:
-                    if pos >= end or shift > 56:
-                        return None
-                    byte = frame[pos]
-                    pos += 1
-                    result |= (byte & 0x7F) << shift
-                    if byte < 0x80:
-                        break
-                    shift += 7
+                result, pos = _varint(frame, pos, end)
+                if result < 0:
+                    return None
                 if key == 0x48:
                     number = result
                 elif key == 0x28:
@@ -445,13 +463,10 @@ class EntryPacker:
                 elif key == 0x50:
                     board = result
             elif wire_type == 2:
-                size = frame[pos]
-                pos += 1
-                if size >= 0x80:
-                    return None  # no code or time of a print is that long
-                stop = pos + size
-                if stop > end:
+                stop = _span(frame, pos, end)
+                if stop < 0:
                     return None
+                pos += 1  # past the one-byte length
                 if key == 0x12:
                     code = frame[pos:stop]
                 elif key == 0x0A:
@@ -505,17 +520,9 @@ class EntryPacker:
             pos += 1
             if key not in {0x08, 0x10}:
                 return None
-            result = 0
-            shift = 0
-            while True:
-                if pos >= end or shift > 56:
-                    return None
-                byte = frame[pos]
-                pos += 1
-                result |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
+            result, pos = _varint(frame, pos, end)
+            if result < 0:
+                return None
             if key == 0x08:
                 seconds = result
             else:
@@ -562,13 +569,10 @@ class EntryPacker:
                     doubles[slot] = _double(frame, pos)[0]
                 pos += 8
             elif wire_type == 2:
-                size = frame[pos]
-                pos += 1
-                if size >= 0x80:
-                    return None  # no code or time is that long
-                stop = pos + size
-                if stop > end:
+                stop = _span(frame, pos, end)
+                if stop < 0:
                     return None
+                pos += 1  # past the one-byte length
                 if key == 0x0A:
                     code = frame[pos:stop]
                 elif key == 0x5A:
@@ -577,17 +581,9 @@ class EntryPacker:
                         return None
                 pos = stop
             elif wire_type == 0:
-                result = 0
-                shift = 0
-                while True:
-                    if pos >= end or shift > 56:
-                        return None
-                    byte = frame[pos]
-                    pos += 1
-                    result |= (byte & 0x7F) << shift
-                    if byte < 0x80:
-                        break
-                    shift += 7
+                result, pos = _varint(frame, pos, end)
+                if result < 0:
+                    return None
                 if key == 0:
                     sequence = result
             elif wire_type == 5:
@@ -599,32 +595,10 @@ class EntryPacker:
         if not code or stamp is None or not code.isascii():
             return None
         texts = [b"%d" % v if v.is_integer() else repr(v).encode() for v in doubles]
-        head = _PRICE_HEAD % (
-            len(code),
-            code,
-            len(texts[0]),
-            texts[0],
-            len(texts[1]),
-            texts[1],
-            len(texts[2]),
-            texts[2],
-            len(texts[3]),
-            texts[3],
-            len(texts[4]),
-            texts[4],
-            len(texts[5]),
-            texts[5],
-            len(texts[6]),
-            texts[6],
-            len(texts[7]),
-            texts[7],
-            len(texts[8]),
-            texts[8],
-            len(texts[9]),
-            texts[9],
-            len(texts[10]),
-            texts[10],
-        )
+        cells: list[int | bytes] = [len(code), code]
+        for text in texts:
+            cells += (len(text), text)
+        head = _PRICE_HEAD % tuple(cells)
         if sequence is None:
             count = 38
             middle = b""
