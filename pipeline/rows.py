@@ -280,6 +280,11 @@ _SIDE_CELLS = {str(n).encode(): TRADE_SIDES.get(n, "") for n in range(10)}
 _BOARD_CELLS = {str(n).encode(): BOARDS.get(n, "") for n in range(10)}
 
 
+def canonical_digits(text: bytes) -> bool:
+    """ASCII digits that ``str(int(text))`` gives back unchanged (no leading zero)."""
+    return text.isdigit() and (text[0] != 0x30 or len(text) == 1)
+
+
 def figure(text: bytes) -> str | None:
     """A wire number as :func:`price_row` writes it (shortest exact form, not negative), or
     None where only the general path may decide (not a plain non-negative number, not ASCII).
@@ -288,7 +293,7 @@ def figure(text: bytes) -> str | None:
     canonical digits up to 15 long are their own shortest form; otherwise ``repr`` of the
     double is already shortest, so a positional one only loses a trailing ``.0``.
     """
-    if text.isdigit() and len(text) <= _EXACT_DIGITS and (text[0] != 0x30 or len(text) == 1):
+    if len(text) <= _EXACT_DIGITS and canonical_digits(text):
         return text.decode()
     if not text.isascii():
         return None  # float() would read Unicode digits and spaces the fast path does not vet

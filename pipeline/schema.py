@@ -63,6 +63,7 @@ from pipeline.rows import (
     WIB_ISO_BYTES,
     RowError,
     book_rows,
+    canonical_digits,
     fast_price_row,
     fast_trade_row,
     gap_row,
@@ -295,11 +296,6 @@ def _decoded(fields: list[bytes]) -> dict[str, str]:
     return {fields[i].decode(): fields[i + 1].decode() for i in range(0, len(fields), 2)}
 
 
-def _canonical(digits: bytes) -> bool:
-    # What str(int(text)) gives back unchanged: ASCII digits without a leading zero.
-    return digits.isdigit() and (digits[0] != 0x30 or len(digits) == 1)
-
-
 def _fast_trade(fields: list[bytes]) -> Rendered | None:
     """A trade entry in the layout TradeRecord.fields() writes, taken apart positionally.
 
@@ -315,7 +311,7 @@ def _fast_trade(fields: list[bytes]) -> Rendered | None:
     if (
         not WIB_ISO_BYTES.fullmatch(time_b)
         or not WIB_ISO_BYTES.fullmatch(received_b)
-        or not _canonical(number_b)
+        or not canonical_digits(number_b)
         or not value_b.isdigit()  # unused in the row, but parse() insists it is a number
         or not code_b.isascii()
         or not fields[21].isascii()  # the source: parse() decodes it
@@ -340,7 +336,7 @@ def _fast_price(fields: list[bytes]) -> Rendered | None:
         time_b, received_b, source_b = fields[27::2]
     elif len(fields) == 2 * len(_PRICE_SEQ_NAMES):
         sequence_b, time_b, received_b, source_b = fields[27::2]
-        if sequence_b and not _canonical(sequence_b):
+        if sequence_b and not canonical_digits(sequence_b):
             return None
         sequence = sequence_b.decode()
     else:
